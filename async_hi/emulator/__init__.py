@@ -1,0 +1,22 @@
+"""A reference emulator of the AWS HealthImaging endpoints async-hi speaks.
+
+``async with Emulator() as emu:`` serves UpdateImageSetMetadata, GetImageSet,
+GetImageSetMetadata and ListImageSetVersions on ``emu.endpoint_url`` (port 0:
+a free port, published once bound), with SigV4 verification, the documented
+per-operation quotas, the LOCKED/versions state machine and optional seeded
+fault injection. See ``EmulatorConfig`` for the knobs and ``_admin`` for the
+HTTP admin API under ``/_emulator/``.
+"""
+
+from async_hi.emulator._config import DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, EmulatorConfig
+from async_hi.emulator._faults import FaultConfig
+from async_hi.emulator._server import Emulator, SeededImageSets
+
+__all__ = [
+    "DEFAULT_ACCESS_KEY_ID",
+    "DEFAULT_SECRET_ACCESS_KEY",
+    "Emulator",
+    "EmulatorConfig",
+    "FaultConfig",
+    "SeededImageSets",
+]

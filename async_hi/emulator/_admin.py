@@ -1,0 +1,184 @@
+"""The emulator's admin API, under ``/_emulator/`` (outside every AWS route).
+
+Unsigned JSON over HTTP, for seeding and inspecting a running emulator from
+another process or language:
+
+| method and path | does |
+|---|---|
+| ``GET /_emulator/health`` | ``{"ok": true, "region", "endpoint"}`` |
+| ``POST /_emulator/datastores`` ``{"name"?}`` | creates a datastore: ``{"datastoreId"}`` |
+| ``POST /_emulator/datastores/{d}/imageSets`` ``{"count", "series", "instances", "frames", "primary", "seed", "sameStudy", "metadata"?}`` | seeds image sets: ``{"imageSetIds": [...]}`` |
+| ``GET /_emulator/datastores/{d}/imageSets`` | ``{"imageSetIds": [...]}`` |
+| ``GET /_emulator/datastores/{d}/imageSets/{i}/history`` | every version with its metadata |
+| ``POST /_emulator/datastores/{d}/imageSets/{i}/failNextApply`` ``{"message"?}`` | the next accepted update ends UPDATE_FAILED |
+| ``GET /_emulator/stats`` | requests per operation and status, faults drawn |
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+from typing import Any
+
+from aiohttp import web
+
+from async_hi.emulator._app import STATE_KEY, State
+from async_hi.emulator._seed import synthetic_metadata
+from async_hi.emulator._store import ApiError, ImageSet
+
+__all__ = ["add_admin_routes", "history", "seed_image_sets"]
+
+PREFIX = "/_emulator"
+
+
+def _err(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+def seed_image_sets(
+    state: State,
+    datastore_id: str,
+    *,
+    count: int = 1,
+    series: int = 2,
+    instances: int = 3,
+    frames: int = 1,
+    primary: bool = False,
+    seed: int | None = None,
+    same_study: bool = False,
+) -> list[ImageSet]:
+    """Add ``count`` image sets of synthetic metadata (see ``synthetic_metadata``)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count!r}")
+    rng = random.Random(seed)
+    out: list[ImageSet] = []
+    study_uid: str | None = None
+    for _ in range(count):
+        doc = synthetic_metadata(rng, series=series, instances=instances, frames=frames,
+                                 study_instance_uid=study_uid)
+        if same_study:
+            study_uid = doc["Study"]["DICOM"]["StudyInstanceUID"]
+        out.append(state.store.add_image_set(datastore_id, doc, primary=primary))
+    return out
+
+
+def history(state: State, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
+    """Every version of an image set, oldest first, with its metadata."""
+    image_set = state.store.image_set(datastore_id, image_set_id)
+    return [
+        {
+            "versionId": str(v.version_id),
+            "workflowStatus": v.workflow_status,
+            "message": v.message,
+            "forced": v.forced,
+            "origin": v.origin,
+            "requestDigest": v.request_digest,
+            "createdAt": v.created_at,
+            "updatedAt": v.updated_at,
+            "metadata": v.metadata,
+        }
+        for v in image_set.versions
+    ]
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    return web.json_response({"ok": True, "region": state.config.region})
+
+
+async def create_datastore(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        body = await _json_body(request)
+    except ValueError as exc:
+        return _err(400, f"bad JSON: {exc}")
+    ds = state.store.create_datastore(str(body.get("name", "datastore")))
+    return web.json_response({"datastoreId": ds.datastore_id}, status=201)
+
+
+async def seed(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    d = request.match_info["d"]
+    if d not in state.store.datastores:
+        return _err(404, "no such datastore")
+    try:
+        body = await _json_body(request)
+        if "metadata" in body:
+            doc = body["metadata"]
+            if not isinstance(doc, dict):
+                raise ValueError("metadata must be an object")
+            sets = [state.store.add_image_set(d, doc, primary=bool(body.get("primary", False)))]
+        else:
+            sets = seed_image_sets(
+                state, d,
+                count=int(body.get("count", 1)),
+                series=int(body.get("series", 2)),
+                instances=int(body.get("instances", 3)),
+                frames=int(body.get("frames", 1)),
+                primary=bool(body.get("primary", False)),
+                seed=body.get("seed"),
+                same_study=bool(body.get("sameStudy", False)),
+            )
+    except (ValueError, TypeError) as exc:
+        return _err(400, str(exc))
+    return web.json_response({"imageSetIds": [s.image_set_id for s in sets]}, status=201)
+
+
+async def list_image_sets(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    ds = state.store.datastores.get(request.match_info["d"])
+    if ds is None:
+        return _err(404, "no such datastore")
+    return web.json_response({"imageSetIds": list(ds.image_sets)})
+
+
+async def get_history(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        versions = history(state, request.match_info["d"], request.match_info["i"])
+    except ApiError as exc:
+        return _err(404, exc.message)
+    return web.json_response({"versions": versions})
+
+
+async def fail_next_apply(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        image_set = state.store.image_set(request.match_info["d"], request.match_info["i"])
+        body = await _json_body(request)
+    except ApiError as exc:
+        return _err(404, exc.message)
+    except ValueError as exc:
+        return _err(400, str(exc))
+    image_set.fail_next_apply = str(body.get("message", "Injected apply failure"))
+    return web.json_response({"ok": True})
+
+
+async def stats(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    per: collections.Counter[str] = collections.Counter()
+    for r in state.requests:
+        per[f"{r.operation} {r.status}"] += 1
+    return web.json_response({"requests": dict(per), "faults": state.faults.counts})
+
+
+def add_admin_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get(f"{PREFIX}/health", health)
+    r.add_post(f"{PREFIX}/datastores", create_datastore)
+    r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets", seed)
+    r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets", list_image_sets)
+    r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/history", get_history)
+    r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/failNextApply", fail_next_apply)
+    r.add_get(f"{PREFIX}/stats", stats)

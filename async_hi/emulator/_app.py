@@ -1,0 +1,397 @@
+"""The aiohttp application: the four AWS routes, their wire format and checks.
+
+A request goes: size limit -> SigV4 -> drawn fault -> quota -> validation
+against the service model -> the store. Every response carries
+``x-amzn-RequestId``; every error is ``{"message"}`` with ``x-amzn-ErrorType``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import gzip
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from botocore.model import OperationModel
+
+from async_hi import contract
+from async_hi.emulator._config import EmulatorConfig
+from async_hi.emulator._faults import FaultInjector, Throttle
+from async_hi.emulator._sigv4 import SigV4Error, verify
+from async_hi.emulator._store import ApiError, ImageSet, Store, Version
+
+__all__ = ["RequestRecord", "State", "build_app"]
+
+_ROUTES = {
+    "updateImageSetMetadata": "UpdateImageSetMetadata",
+    "getImageSet": "GetImageSet",
+    "getImageSetMetadata": "GetImageSetMetadata",
+    "listImageSetVersions": "ListImageSetVersions",
+}
+_FRONT_DOOR_STATUS = {"RequestEntityTooLargeException": 413, "UnknownOperationException": 404,
+                      "MethodNotAllowedException": 405}
+STATE_KEY: web.AppKey[State] = web.AppKey("async_hi_state")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One AWS request as the emulator saw it (no bodies: they may hold PHI)."""
+
+    at: float  # monotonic seconds when the request arrived
+    operation: str
+    status: int  # 0 when the connection was dropped
+    error_code: str | None
+    image_set_id: str | None
+    request_id: str
+
+
+class State:
+    """Everything one running emulator holds."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.store = Store(lock_seconds=config.lock_seconds)
+        self.throttle = Throttle(config.quotas or {})
+        self.faults = FaultInjector(config.faults)
+        self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=200_000)
+
+    def reconfigure(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.store.lock_seconds = config.lock_seconds
+        self.throttle = Throttle(config.quotas or {})
+        self.faults = FaultInjector(config.faults)
+
+
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
+def error_response(code: str, message: str, request_id: str) -> web.Response:
+    try:
+        status = contract.error_status(code)
+    except KeyError:
+        status = _FRONT_DOOR_STATUS.get(code, 403)
+    return web.json_response(
+        {"message": message},
+        status=status,
+        headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": request_id},
+    )
+
+
+def _ok(body: dict[str, Any], request_id: str) -> web.Response:
+    return web.json_response(body, headers={"x-amzn-RequestId": request_id})
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(raw: bytes, what: str) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError("ValidationException", f"{what} is not valid JSON") from None
+
+
+def _wire_params(request: web.Request, op: OperationModel) -> dict[str, Any]:
+    """Read the URI and query members of ``op`` from the request, typed as the model says."""
+    params: dict[str, Any] = {}
+    problems: list[str] = []
+    query = request.rel_url.query
+    for name, member in op.input_shape.members.items():
+        loc = member.serialization.get("location")
+        wire = member.serialization.get("name", name)
+        if loc == "uri":
+            raw: str | None = request.match_info[wire]
+        elif loc == "querystring":
+            values = query.getall(wire, [])
+            if len(values) > 1:
+                problems.append(f"{wire}: given {len(values)} times")
+                continue
+            raw = values[0] if values else None
+        else:
+            continue
+        if raw is None:
+            continue
+        kind = member.type_name
+        value: Any = raw
+        if kind == "boolean":
+            if raw not in ("true", "false"):
+                problems.append(f"{wire}: must be true or false")
+                continue
+            value = raw == "true"
+        elif kind in ("integer", "long"):
+            if not raw.isdigit() and not (raw.startswith("-") and raw[1:].isdigit()):
+                problems.append(f"{wire}: must be an integer")
+                continue
+            value = int(raw)
+        problems.extend(p.replace(name, wire, 1) for p in contract.validate_value(member, value, name))
+        params[name] = value
+    for req in op.input_shape.required_members:
+        member = op.input_shape.members[req]
+        if member.serialization.get("location") in ("uri", "querystring") and req not in params:
+            wire = member.serialization.get("name", req)
+            if not any(p.startswith(wire) for p in problems):
+                problems.append(f"{wire}: required")
+    if problems:
+        raise ApiError("ValidationException", "; ".join(problems))
+    return params
+
+
+def _epoch(t: float) -> float:
+    return round(t, 3)
+
+
+def _image_set_arn(state: State, image_set: ImageSet) -> str:
+    c = state.config
+    return (f"arn:aws:medical-imaging:{c.region}:{c.account_id}:datastore/"
+            f"{image_set.datastore_id}/imageset/{image_set.image_set_id}")
+
+
+def _version_properties(image_set: ImageSet, v: Version, *, list_form: bool) -> dict[str, Any]:
+    state = image_set.state if v is image_set.latest else ("DELETED" if image_set.deleted else "ACTIVE")
+    out: dict[str, Any] = {
+        "imageSetId": image_set.image_set_id,
+        "versionId": str(v.version_id),
+        "imageSetState": state,
+        # the model spells the list item's member with a capital I
+        ("ImageSetWorkflowStatus" if list_form else "imageSetWorkflowStatus"): v.workflow_status,
+        "createdAt": _epoch(image_set.created_at),
+        "updatedAt": _epoch(v.updated_at),
+        "isPrimary": image_set.is_primary,
+    }
+    if v.message:
+        out["message"] = v.message
+    if v.forced:
+        out["overrides"] = {"forced": True}
+    return out
+
+
+async def _update(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+    op = contract.operation("UpdateImageSetMetadata")
+    ctype = request.headers.get("Content-Type", "")
+    if not body:
+        raise ApiError("ValidationException", "the request body is empty; it must be a MetadataUpdates JSON object")
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime != "application/json" and not mime.startswith("application/x-amz-json"):
+        raise ApiError("ValidationException", "Content-Type must be application/json")
+    updates = _parse_json(body, "the request body")
+    payload_shape = op.input_shape.members["updateImageSetMetadataUpdates"]
+    problems = contract.validate_value(payload_shape, updates, "body")
+    if problems:
+        raise ApiError("ValidationException", "; ".join(problems))
+    updatable = removable = None
+    revert_to = None
+    if "revertToVersionId" in updates:
+        revert_to = int(updates["revertToVersionId"])
+    else:
+        dicom = updates["DICOMUpdates"]
+        if not any(k in dicom for k in ("updatableAttributes", "removableAttributes")):
+            raise ApiError("ValidationException", "DICOMUpdates needs updatableAttributes or removableAttributes")
+        docs = {}
+        for key in ("updatableAttributes", "removableAttributes"):
+            if key in dicom:
+                raw = contract.decode_blob(dicom[key])
+                if raw[:1] not in (b"{", b" ", b"\n", b"\t", b"\r", b"["):
+                    raise ApiError(
+                        "ValidationException",
+                        f"{key} is not a JSON document after base64 decoding (was it base64-encoded twice?)",
+                    )
+                docs[key] = _parse_json(raw, f"{key} (after base64 decoding)")
+        updatable = docs.get("updatableAttributes")
+        removable = docs.get("removableAttributes")
+    digest = hashlib.sha256(body + request.rel_url.query_string.encode()).hexdigest()
+    image_set = state.store.update(
+        p["datastoreId"],
+        p["imageSetId"],
+        latest_version=int(p["latestVersionId"]),
+        updatable=updatable,
+        removable=removable,
+        revert_to=revert_to,
+        force=bool(p.get("force", False)),
+        include_study=bool(p.get("includeStudyImageSets", False)),
+        request_digest=digest,
+    )
+    v = image_set.latest
+    return _ok(
+        {
+            "datastoreId": image_set.datastore_id,
+            "imageSetId": image_set.image_set_id,
+            "latestVersionId": str(v.version_id),
+            "imageSetState": image_set.state,
+            "imageSetWorkflowStatus": v.workflow_status,
+            "createdAt": _epoch(image_set.created_at),
+            "updatedAt": _epoch(v.updated_at),
+        },
+        rid,
+    )
+
+
+async def _get_image_set(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+    image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
+    version = p.get("versionId")
+    v = image_set.version(int(version) if version is not None else None)
+    out = _version_properties(image_set, v, list_form=False)
+    out.pop("imageSetId")
+    out = {"datastoreId": image_set.datastore_id, "imageSetId": image_set.image_set_id, **out,
+           "imageSetArn": _image_set_arn(state, image_set)}
+    return _ok(out, rid)
+
+
+async def _get_metadata(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+    image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
+    version = p.get("versionId")
+    if version is None:
+        doc = image_set.applied_metadata()
+    else:
+        v = image_set.version(int(version))
+        if v.workflow_status in ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY"):
+            raise ApiError("ConflictException", f"version {v.version_id} is still being applied")
+        doc = v.metadata
+    blob = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), compresslevel=5)
+    return web.Response(
+        body=blob,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip", "x-amzn-RequestId": rid},
+    )
+
+
+async def _list_versions(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+    image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
+    max_results = int(p.get("maxResults") or 50)
+    start = 0
+    token = p.get("nextToken")
+    if token is not None:
+        try:
+            prefix, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+            start = int(offset)
+            if prefix != image_set.image_set_id or start < 0:
+                raise ValueError
+        except ValueError:
+            raise ApiError("ValidationException", "nextToken is not valid for this image set") from None
+    newest_first = list(reversed(image_set.versions))
+    page = newest_first[start : start + max_results]
+    out: dict[str, Any] = {
+        "imageSetPropertiesList": [_version_properties(image_set, v, list_form=True) for v in page]
+    }
+    if start + max_results < len(newest_first):
+        out["nextToken"] = base64.urlsafe_b64encode(
+            f"{image_set.image_set_id}:{start + max_results}".encode()
+        ).decode()
+    return _ok(out, rid)
+
+
+_HANDLERS: dict[str, Callable[[State, web.Request, dict[str, Any], bytes, str], Awaitable[web.Response]]] = {
+    "UpdateImageSetMetadata": _update,
+    "GetImageSet": _get_image_set,
+    "GetImageSetMetadata": _get_metadata,
+    "ListImageSetVersions": _list_versions,
+}
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError("RequestEntityTooLargeException", f"request body larger than {limit} bytes")
+    chunks = []
+    total = 0
+    async for chunk in request.content.iter_chunked(65536):
+        total += len(chunk)
+        if total > limit:
+            raise ApiError("RequestEntityTooLargeException", f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _drop_connection(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    raise _Drop
+
+
+async def aws_route(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    rid = str(uuid.uuid4())
+    operation = _ROUTES.get(request.match_info["op"])
+    isid = request.match_info.get("imageSetId")
+    arrived = time.monotonic()
+    status = 0
+    code: str | None = None
+    try:
+        response = await _serve(state, request, operation, rid)
+        status = response.status
+        code = response.headers.get("x-amzn-ErrorType")
+        return response
+    except _Drop:
+        # the transport is already aborted; nothing can be sent
+        return web.Response(status=204)
+    finally:
+        state.requests.append(RequestRecord(arrived, operation or "Unknown", status, code, isid, rid))
+
+
+async def _serve(state: State, request: web.Request, operation: str | None, rid: str) -> web.StreamResponse:
+    config = state.config
+    if operation is None:
+        return error_response("UnknownOperationException", "no such operation", rid)
+    if request.method != "POST":
+        return error_response("MethodNotAllowedException", f"{request.method} is not allowed; use POST", rid)
+    try:
+        body = await _read_body(request, config.max_body_bytes)
+        if config.verify_sigv4:
+            try:
+                verify(
+                    method=request.method,
+                    raw_path=request.raw_path,
+                    headers=request.headers,
+                    body=body,
+                    credentials=config.credentials,
+                    region=config.region,
+                    service=contract.SIGNING_NAME,
+                )
+            except SigV4Error as exc:
+                return error_response(exc.code, exc.message, rid)
+        fault = state.faults.draw(operation)
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.kind == "error":
+            return error_response("InternalServerException", "injected fault: internal error", rid)
+        if fault.kind == "throttle":
+            return error_response("ThrottlingException", "injected fault: rate exceeded", rid)
+        if fault.kind == "drop":
+            _drop_connection(request)
+        if not state.throttle.allow(operation):
+            retry = state.throttle.retry_after(operation)
+            return error_response(
+                "ThrottlingException", f"Rate exceeded for {operation}; retry in {math.ceil(retry * 1000)} ms", rid
+            )
+        params = _wire_params(request, contract.operation(operation))
+        response = await _HANDLERS[operation](state, request, params, body, rid)
+        if fault.kind == "lost":
+            _drop_connection(request)
+        return response
+    except ApiError as exc:
+        return error_response(exc.code, exc.message, rid)
+    except ValueError as exc:  # decode_blob and friends: bad client input
+        return error_response("ValidationException", str(exc), rid)
+
+
+async def fallback_route(request: web.Request) -> web.StreamResponse:
+    """Anything outside the AWS and admin routes: a JSON 404."""
+    return error_response("UnknownOperationException", "no such route", str(uuid.uuid4()))
+
+
+def build_app(state: State) -> web.Application:
+    """The aiohttp app serving the AWS routes (and the admin API, added by the caller)."""
+    app = web.Application(client_max_size=state.config.max_body_bytes + 1)
+    app[STATE_KEY] = state
+    app.router.add_route("*", "/datastore/{datastoreId}/imageSet/{imageSetId}/{op}", aws_route)
+    return app

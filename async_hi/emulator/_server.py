@@ -1,0 +1,184 @@
+"""``Emulator``: the server's lifecycle and its Python seeding API."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from async_hi.emulator._admin import add_admin_routes, history, seed_image_sets
+from async_hi.emulator._app import RequestRecord, State, build_app, fallback_route
+from async_hi.emulator._config import EmulatorConfig
+from async_hi.emulator._store import ImageSet, Store
+
+__all__ = ["Emulator", "SeededImageSets"]
+
+
+@dataclass(frozen=True, slots=True)
+class SeededImageSets:
+    """What ``Emulator.seed`` made: one datastore and its new image set ids."""
+
+    datastore_id: str
+    image_set_ids: tuple[str, ...]
+
+
+class Emulator:
+    """The HealthImaging emulator as an async context manager.
+
+    Args:
+        config: an ``EmulatorConfig``; or pass its fields as keywords.
+
+    Example::
+
+        async with Emulator(lock_seconds=0.05, quotas=None) as emu:
+            seeded = emu.seed(count=3)
+            print(emu.endpoint_url, seeded.image_set_ids)
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = EmulatorConfig(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.state = State(config)
+        self.app = build_app(self.state)
+        add_admin_routes(self.app)
+        self.app.router.add_route("*", "/{tail:.*}", fallback_route)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and serve; raises if the port cannot be bound."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already running")
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        server = site._server
+        sockets = getattr(server, "sockets", None)
+        if not sockets:
+            await runner.cleanup()
+            raise RuntimeError("the emulator did not come up: no listening socket")
+        self._port = int(sockets[0].getsockname()[1])
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- where it is ---------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the emulator is not running; use 'async with Emulator() as emu'")
+        return self._port
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``: give it to a client as ``endpoint_url``."""
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    @property
+    def access_key_id(self) -> str:
+        return self.config.access_key_id
+
+    @property
+    def secret_access_key(self) -> str:
+        return self.config.secret_access_key
+
+    def client_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``boto3.client("medical-imaging", ...)`` and friends."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region_name": self.region,
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+        }
+
+    # -- seeding and inspection ----------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """AWS requests seen so far (operation, status, time; never bodies)."""
+        return list(self.state.requests)
+
+    def create_datastore(self, name: str = "datastore") -> str:
+        return self.store.create_datastore(name).datastore_id
+
+    def seed(
+        self,
+        count: int = 1,
+        *,
+        datastore_id: str | None = None,
+        series: int = 2,
+        instances: int = 3,
+        frames: int = 1,
+        primary: bool = False,
+        seed: int | None = 0,
+        same_study: bool = False,
+    ) -> SeededImageSets:
+        """Create ``count`` image sets of realistic synthetic metadata.
+
+        Args:
+            count: how many image sets.
+            datastore_id: where; a new datastore when None.
+            series: series per image set.
+            instances: instances per series.
+            frames: image frames per instance.
+            primary: mark them primary image sets.
+            seed: random seed (same seed, same metadata); None for fresh randomness.
+            same_study: give all of them one StudyInstanceUID.
+        """
+        d = datastore_id or self.create_datastore()
+        sets = seed_image_sets(self.state, d, count=count, series=series, instances=instances,
+                               frames=frames, primary=primary, seed=seed, same_study=same_study)
+        return SeededImageSets(d, tuple(s.image_set_id for s in sets))
+
+    def image_set(self, datastore_id: str, image_set_id: str) -> ImageSet:
+        return self.store.image_set(datastore_id, image_set_id)
+
+    def history(self, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
+        """Every version of an image set, oldest first, with its metadata."""
+        return history(self.state, datastore_id, image_set_id)
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Change the running emulator's config (quotas, faults, lock_seconds...)."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self.state.reconfigure(self.config)
+
