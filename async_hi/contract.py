@@ -31,6 +31,7 @@ __all__ = [
     "decode_blob",
     "error_codes",
     "error_status",
+    "matches",
     "operation",
     "service_model",
     "shape",
@@ -123,7 +124,13 @@ def error_status(code: str) -> int:
 
 @functools.cache
 def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+    # The model's patterns are Java regexes: ASCII classes (\d, \w) and \p{ASCII}.
+    return re.compile(pattern.replace(r"\p{ASCII}", r"[\x00-\x7F]"), re.ASCII)
+
+
+def matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches a service-model ``pattern`` in full (Java semantics)."""
+    return _compiled(pattern).fullmatch(value) is not None
 
 
 def decode_blob(value: object) -> bytes:
@@ -182,8 +189,9 @@ def validate_value(shp: Shape, value: Any, path: str) -> list[str]:
             problems.append(f"{path}: longer than {meta['max']} characters")
         if "pattern" in meta and not _compiled(meta["pattern"]).fullmatch(value):
             problems.append(f"{path}: does not match pattern {meta['pattern']}")
-        if shp.enum and value not in shp.enum:
-            problems.append(f"{path}: not one of {', '.join(shp.enum)}")
+        enum: list[str] = getattr(shp, "enum", None) or []
+        if enum and value not in enum:
+            problems.append(f"{path}: not one of {', '.join(enum)}")
         return problems
     if kind == "blob":
         try:

@@ -58,9 +58,7 @@ NEVER_UPDATABLE: frozenset[str] = frozenset(
 
 #: Updatable only with ``force=true`` (besides instance-level private tags,
 #: sequences and multi-valued attributes, which are decided per value).
-FORCE_ONLY: frozenset[str] = frozenset(
-    {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyID"}
-)
+FORCE_ONLY: frozenset[str] = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyID"})
 
 _HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 

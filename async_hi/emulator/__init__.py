@@ -8,15 +8,20 @@ fault injection. See ``EmulatorConfig`` for the knobs and ``_admin`` for the
 HTTP admin API under ``/_emulator/``.
 """
 
-from async_hi.emulator._config import DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, EmulatorConfig
+from async_hi.emulator._config import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_SECRET_ACCESS_KEY,
+    EmulatorConfig,
+)
 from async_hi.emulator._faults import FaultConfig
-from async_hi.emulator._server import Emulator, SeededImageSets
+from async_hi.emulator._server import Emulator, EmulatorThread, SeededImageSets
 
 __all__ = [
     "DEFAULT_ACCESS_KEY_ID",
     "DEFAULT_SECRET_ACCESS_KEY",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorThread",
     "FaultConfig",
     "SeededImageSets",
 ]

@@ -3,15 +3,16 @@
 Unsigned JSON over HTTP, for seeding and inspecting a running emulator from
 another process or language:
 
-| method and path | does |
-|---|---|
-| ``GET /_emulator/health`` | ``{"ok": true, "region", "endpoint"}`` |
-| ``POST /_emulator/datastores`` ``{"name"?}`` | creates a datastore: ``{"datastoreId"}`` |
-| ``POST /_emulator/datastores/{d}/imageSets`` ``{"count", "series", "instances", "frames", "primary", "seed", "sameStudy", "metadata"?}`` | seeds image sets: ``{"imageSetIds": [...]}`` |
-| ``GET /_emulator/datastores/{d}/imageSets`` | ``{"imageSetIds": [...]}`` |
-| ``GET /_emulator/datastores/{d}/imageSets/{i}/history`` | every version with its metadata |
-| ``POST /_emulator/datastores/{d}/imageSets/{i}/failNextApply`` ``{"message"?}`` | the next accepted update ends UPDATE_FAILED |
-| ``GET /_emulator/stats`` | requests per operation and status, faults drawn |
+- ``GET /_emulator/health``: ``{"ok": true, "region"}``
+- ``POST /_emulator/datastores`` with ``{"name"?}``: creates a datastore, ``{"datastoreId"}``
+- ``POST /_emulator/datastores/{d}/imageSets`` with ``{"count", "series", "instances",
+  "frames", "primary", "seed", "sameStudy"}`` (synthetic) or ``{"metadata", "primary"}``:
+  ``{"imageSetIds": [...]}``
+- ``GET /_emulator/datastores/{d}/imageSets``: ``{"imageSetIds": [...]}``
+- ``GET /_emulator/datastores/{d}/imageSets/{i}/history``: every version with its metadata
+- ``POST /_emulator/datastores/{d}/imageSets/{i}/failNextApply`` with ``{"message"?}``:
+  the next accepted update ends UPDATE_FAILED
+- ``GET /_emulator/stats``: requests per operation and status, faults drawn
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def seed_image_sets(
     out: list[ImageSet] = []
     study_uid: str | None = None
     for _ in range(count):
-        doc = synthetic_metadata(rng, series=series, instances=instances, frames=frames,
-                                 study_instance_uid=study_uid)
+        doc = synthetic_metadata(
+            rng, series=series, instances=instances, frames=frames, study_instance_uid=study_uid
+        )
         if same_study:
             study_uid = doc["Study"]["DICOM"]["StudyInstanceUID"]
         out.append(state.store.add_image_set(datastore_id, doc, primary=primary))
@@ -121,7 +123,8 @@ async def seed(request: web.Request) -> web.Response:
             sets = [state.store.add_image_set(d, doc, primary=bool(body.get("primary", False)))]
         else:
             sets = seed_image_sets(
-                state, d,
+                state,
+                d,
                 count=int(body.get("count", 1)),
                 series=int(body.get("series", 2)),
                 instances=int(body.get("instances", 3)),

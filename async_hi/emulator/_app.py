@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,8 +38,12 @@ _ROUTES = {
     "getImageSetMetadata": "GetImageSetMetadata",
     "listImageSetVersions": "ListImageSetVersions",
 }
-_FRONT_DOOR_STATUS = {"RequestEntityTooLargeException": 413, "UnknownOperationException": 404,
-                      "MethodNotAllowedException": 405}
+_FRONT_DOOR_STATUS = {
+    "RequestEntityTooLargeException": 413,
+    "UnknownOperationException": 404,
+    "MethodNotAllowedException": 405,
+}
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 STATE_KEY: web.AppKey[State] = web.AppKey("async_hi_state")
 
 
@@ -107,7 +112,9 @@ def _wire_params(request: web.Request, op: OperationModel) -> dict[str, Any]:
     params: dict[str, Any] = {}
     problems: list[str] = []
     query = request.rel_url.query
-    for name, member in op.input_shape.members.items():
+    shape = op.input_shape
+    assert shape is not None  # every operation we serve has an input
+    for name, member in shape.members.items():
         loc = member.serialization.get("location")
         wire = member.serialization.get("name", name)
         if loc == "uri":
@@ -130,14 +137,14 @@ def _wire_params(request: web.Request, op: OperationModel) -> dict[str, Any]:
                 continue
             value = raw == "true"
         elif kind in ("integer", "long"):
-            if not raw.isdigit() and not (raw.startswith("-") and raw[1:].isdigit()):
+            if not _INTEGER.fullmatch(raw):
                 problems.append(f"{wire}: must be an integer")
                 continue
             value = int(raw)
         problems.extend(p.replace(name, wire, 1) for p in contract.validate_value(member, value, name))
         params[name] = value
-    for req in op.input_shape.required_members:
-        member = op.input_shape.members[req]
+    for req in shape.required_members:
+        member = shape.members[req]
         if member.serialization.get("location") in ("uri", "querystring") and req not in params:
             wire = member.serialization.get("name", req)
             if not any(p.startswith(wire) for p in problems):
@@ -153,8 +160,10 @@ def _epoch(t: float) -> float:
 
 def _image_set_arn(state: State, image_set: ImageSet) -> str:
     c = state.config
-    return (f"arn:aws:medical-imaging:{c.region}:{c.account_id}:datastore/"
-            f"{image_set.datastore_id}/imageset/{image_set.image_set_id}")
+    return (
+        f"arn:aws:medical-imaging:{c.region}:{c.account_id}:datastore/"
+        f"{image_set.datastore_id}/imageset/{image_set.image_set_id}"
+    )
 
 
 def _version_properties(image_set: ImageSet, v: Version, *, list_form: bool) -> dict[str, Any]:
@@ -176,15 +185,20 @@ def _version_properties(image_set: ImageSet, v: Version, *, list_form: bool) -> 
     return out
 
 
-async def _update(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+async def _update(
+    state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str
+) -> web.Response:
     op = contract.operation("UpdateImageSetMetadata")
     ctype = request.headers.get("Content-Type", "")
     if not body:
-        raise ApiError("ValidationException", "the request body is empty; it must be a MetadataUpdates JSON object")
+        raise ApiError(
+            "ValidationException", "the request body is empty; it must be a MetadataUpdates JSON object"
+        )
     mime = ctype.split(";", 1)[0].strip().lower()
     if mime != "application/json" and not mime.startswith("application/x-amz-json"):
         raise ApiError("ValidationException", "Content-Type must be application/json")
     updates = _parse_json(body, "the request body")
+    assert op.input_shape is not None
     payload_shape = op.input_shape.members["updateImageSetMetadataUpdates"]
     problems = contract.validate_value(payload_shape, updates, "body")
     if problems:
@@ -196,7 +210,9 @@ async def _update(state: State, request: web.Request, p: dict[str, Any], body: b
     else:
         dicom = updates["DICOMUpdates"]
         if not any(k in dicom for k in ("updatableAttributes", "removableAttributes")):
-            raise ApiError("ValidationException", "DICOMUpdates needs updatableAttributes or removableAttributes")
+            raise ApiError(
+                "ValidationException", "DICOMUpdates needs updatableAttributes or removableAttributes"
+            )
         docs = {}
         for key in ("updatableAttributes", "removableAttributes"):
             if key in dicom:
@@ -236,18 +252,26 @@ async def _update(state: State, request: web.Request, p: dict[str, Any], body: b
     )
 
 
-async def _get_image_set(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+async def _get_image_set(
+    state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str
+) -> web.Response:
     image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
     version = p.get("versionId")
     v = image_set.version(int(version) if version is not None else None)
     out = _version_properties(image_set, v, list_form=False)
     out.pop("imageSetId")
-    out = {"datastoreId": image_set.datastore_id, "imageSetId": image_set.image_set_id, **out,
-           "imageSetArn": _image_set_arn(state, image_set)}
+    out = {
+        "datastoreId": image_set.datastore_id,
+        "imageSetId": image_set.image_set_id,
+        **out,
+        "imageSetArn": _image_set_arn(state, image_set),
+    }
     return _ok(out, rid)
 
 
-async def _get_metadata(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+async def _get_metadata(
+    state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str
+) -> web.Response:
     image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
     version = p.get("versionId")
     if version is None:
@@ -264,7 +288,9 @@ async def _get_metadata(state: State, request: web.Request, p: dict[str, Any], b
     )
 
 
-async def _list_versions(state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str) -> web.Response:
+async def _list_versions(
+    state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str
+) -> web.Response:
     image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
     max_results = int(p.get("maxResults") or 50)
     start = 0
@@ -371,7 +397,9 @@ async def _serve(state: State, request: web.Request, operation: str | None, rid:
         if not state.throttle.allow(operation):
             retry = state.throttle.retry_after(operation)
             return error_response(
-                "ThrottlingException", f"Rate exceeded for {operation}; retry in {math.ceil(retry * 1000)} ms", rid
+                "ThrottlingException",
+                f"Rate exceeded for {operation}; retry in {math.ceil(retry * 1000)} ms",
+                rid,
             )
         params = _wire_params(request, contract.operation(operation))
         response = await _HANDLERS[operation](state, request, params, body, rid)

@@ -51,7 +51,9 @@ class EmulatorConfig:
         if self.lock_seconds < 0:
             raise ValueError(f"EmulatorConfig.lock_seconds must be >= 0, got {self.lock_seconds!r}")
         if self.max_body_bytes < 64 * 1024:
-            raise ValueError("EmulatorConfig.max_body_bytes must be at least 65536 (an update body can be ~40 KB)")
+            raise ValueError(
+                "EmulatorConfig.max_body_bytes must be at least 65536 (an update body can be ~40 KB)"
+            )
         if self.verify_sigv4 and not self.credentials:
             raise ValueError("EmulatorConfig.credentials must not be empty while verify_sigv4 is on")
         if self.quotas is not None:

@@ -33,7 +33,9 @@ class Throttle:
         if quota is None:
             return True
         now = self.clock()
-        tokens = min(float(quota.burst), self._tokens[operation] + (now - self._stamp[operation]) * quota.rate)
+        tokens = min(
+            float(quota.burst), self._tokens[operation] + (now - self._stamp[operation]) * quota.rate
+        )
         self._stamp[operation] = now
         if tokens >= 1.0:
             self._tokens[operation] = tokens - 1.0
@@ -83,7 +85,9 @@ class FaultConfig:
         if unknown:
             raise ValueError(f"FaultConfig.operations has unknown operation(s): {', '.join(sorted(unknown))}")
         if self.error_rate + self.throttle_rate + self.drop_rate + self.lost_response_rate > 1.0:
-            raise ValueError("FaultConfig: error, throttle, drop and lost-response rates add up to more than 1")
+            raise ValueError(
+                "FaultConfig: error, throttle, drop and lost-response rates add up to more than 1"
+            )
 
     @property
     def active(self) -> bool:

@@ -14,8 +14,12 @@ __all__ = ["synthetic_metadata"]
 _FAMILY = ["DOE", "ROE", "POE", "MOE", "LOE", "TESTER", "SAMPLE", "EXAMPLE"]
 _GIVEN = ["JANE", "JOHN", "ALEX", "SAM", "RILEY", "JORDAN", "TAYLOR", "MORGAN"]
 _STUDIES = ["CHEST", "ABDOMEN PELVIS", "HEAD WO CONTRAST", "KNEE LEFT", "LUMBAR SPINE", "BRAIN MRI"]
-_MODALITIES = [("CT", "1.2.840.10008.5.1.4.1.1.2"), ("MR", "1.2.840.10008.5.1.4.1.1.4"),
-               ("CR", "1.2.840.10008.5.1.4.1.1.1"), ("DX", "1.2.840.10008.5.1.4.1.1.1.1")]
+_MODALITIES = [
+    ("CT", "1.2.840.10008.5.1.4.1.1.2"),
+    ("MR", "1.2.840.10008.5.1.4.1.1.4"),
+    ("CR", "1.2.840.10008.5.1.4.1.1.1"),
+    ("DX", "1.2.840.10008.5.1.4.1.1.1.1"),
+]
 _BODY_PARTS = ["CHEST", "ABDOMEN", "HEAD", "KNEE", "LSPINE", "BRAIN"]
 _TRANSFER_SYNTAX = "1.2.840.10008.1.2.4.202"  # HTJ2K lossless RPCL, as HealthImaging stores
 

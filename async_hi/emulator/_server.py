@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -14,7 +17,9 @@ from async_hi.emulator._app import RequestRecord, State, build_app, fallback_rou
 from async_hi.emulator._config import EmulatorConfig
 from async_hi.emulator._store import ImageSet, Store
 
-__all__ = ["Emulator", "SeededImageSets"]
+__all__ = ["Emulator", "EmulatorThread", "SeededImageSets"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +171,17 @@ class Emulator:
             same_study: give all of them one StudyInstanceUID.
         """
         d = datastore_id or self.create_datastore()
-        sets = seed_image_sets(self.state, d, count=count, series=series, instances=instances,
-                               frames=frames, primary=primary, seed=seed, same_study=same_study)
+        sets = seed_image_sets(
+            self.state,
+            d,
+            count=count,
+            series=series,
+            instances=instances,
+            frames=frames,
+            primary=primary,
+            seed=seed,
+            same_study=same_study,
+        )
         return SeededImageSets(d, tuple(s.image_set_id for s in sets))
 
     def image_set(self, datastore_id: str, image_set_id: str) -> ImageSet:
@@ -182,3 +196,70 @@ class Emulator:
         self.config = dataclasses.replace(self.config, **changes)
         self.state.reconfigure(self.config)
 
+
+class EmulatorThread:
+    """The emulator on its own asyncio loop in a background thread, as a plain ``with``.
+
+    For synchronous callers (boto3, the AWS CLI in a subprocess) and for
+    programs on another event loop (trio). Exposes the running ``Emulator`` as
+    ``.emulator``; calls into its store must go through :meth:`call`, which
+    runs a function on the emulator's loop and returns its result.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any) -> None:
+        self.emulator = Emulator(config, **overrides)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _main(self) -> None:
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stopped = asyncio.Event()
+            try:
+                await self.emulator.start()
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                return
+            self._ready.set()
+            try:
+                await self._stopped.wait()
+            finally:
+                await self.emulator.stop()
+
+        asyncio.run(serve())
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread = threading.Thread(target=self._main, name="async-hi-emulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=30):
+            raise RuntimeError("the emulator did not come up within 30 s")
+        if self._error is not None:
+            raise RuntimeError("the emulator did not come up") from self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stopped is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the emulator's loop (thread-safe access to its state)."""
+        if self._loop is None:
+            raise RuntimeError("the emulator thread is not running")
+
+        async def go() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(timeout=30)
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.emulator.endpoint_url
+
+    def client_kwargs(self) -> dict[str, str]:
+        return self.emulator.client_kwargs()

@@ -48,7 +48,10 @@ class _Parsed:
 def _parse(authorization: str) -> _Parsed:
     m = _AUTH_RE.fullmatch(authorization.strip())
     if not m:
-        raise SigV4Error("IncompleteSignatureException", "Authorization header is not a well-formed AWS4-HMAC-SHA256 header")
+        raise SigV4Error(
+            "IncompleteSignatureException",
+            "Authorization header is not a well-formed AWS4-HMAC-SHA256 header",
+        )
     parts = m.group("cred").split("/")
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise SigV4Error("IncompleteSignatureException", "Credential scope is malformed")
@@ -103,11 +106,17 @@ def verify(
     p = _parse(auth)
     secret = credentials.get(p.access_key)
     if secret is None:
-        raise SigV4Error("UnrecognizedClientException", "The security token included in the request is invalid")
+        raise SigV4Error(
+            "UnrecognizedClientException", "The security token included in the request is invalid"
+        )
     if p.service != service:
-        raise SigV4Error("InvalidSignatureException", f"Credential should be scoped to correct service: '{service}'")
+        raise SigV4Error(
+            "InvalidSignatureException", f"Credential should be scoped to correct service: '{service}'"
+        )
     if p.region != region:
-        raise SigV4Error("InvalidSignatureException", f"Credential should be scoped to a valid region: '{region}'")
+        raise SigV4Error(
+            "InvalidSignatureException", f"Credential should be scoped to a valid region: '{region}'"
+        )
     amz_date = headers.get("X-Amz-Date", "")
     try:
         signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
@@ -117,7 +126,10 @@ def verify(
         raise SigV4Error("InvalidSignatureException", "Credential date does not match X-Amz-Date")
     now = time.time() if now is None else now
     if abs(now - signed_at) > MAX_SKEW_SECONDS:
-        raise SigV4Error("InvalidSignatureException", "Signature expired: X-Amz-Date is more than 15 minutes from the server time")
+        raise SigV4Error(
+            "InvalidSignatureException",
+            "Signature expired: X-Amz-Date is more than 15 minutes from the server time",
+        )
     lower = {k.lower(): v for k, v in headers.items()}
     if "host" not in p.signed_headers:
         raise SigV4Error("InvalidSignatureException", "The host header must be signed")

@@ -148,8 +148,14 @@ class Store:
         doc["ImageSetID"] = isid
         image_set = ImageSet(datastore_id=datastore_id, image_set_id=isid, is_primary=primary, created_at=now)
         image_set.versions.append(
-            Version(version_id=1, metadata=doc, created_at=now, updated_at=now,
-                    workflow_status="CREATED", origin="created")
+            Version(
+                version_id=1,
+                metadata=doc,
+                created_at=now,
+                updated_at=now,
+                workflow_status="CREATED",
+                origin="created",
+            )
         )
         ds.image_sets[isid] = image_set
         return image_set
@@ -175,7 +181,9 @@ class Store:
             v.workflow_status = "UPDATE_FAILED"
             v.message = image_set.pending_failure
             # the failed version stays in the history with the previous content
-            v.metadata = copy.deepcopy(image_set.versions[-2].metadata) if len(image_set.versions) > 1 else v.metadata
+            v.metadata = (
+                copy.deepcopy(image_set.versions[-2].metadata) if len(image_set.versions) > 1 else v.metadata
+            )
         else:
             v.workflow_status = "UPDATED"
             if image_set.pending_metadata is not None:
@@ -230,7 +238,9 @@ class Store:
         targets = [image_set]
         if include_study:
             if revert_to is not None:
-                raise ApiError("ValidationException", "includeStudyImageSets cannot be used with revertToVersionId")
+                raise ApiError(
+                    "ValidationException", "includeStudyImageSets cannot be used with revertToVersionId"
+                )
             for other in self.study_image_sets(image_set):
                 self._check_writable(other)
                 targets.append(other)
@@ -244,16 +254,18 @@ class Store:
                 base = target.applied_metadata()
                 problems: list[str] = []
                 if updatable is not None:
-                    problems += check_document(updatable, kind="updatable", force=force,
-                                               primary=target.is_primary, metadata=base)
+                    problems += check_document(
+                        updatable, kind="updatable", force=force, primary=target.is_primary, metadata=base
+                    )
                 if removable is not None:
-                    problems += check_document(removable, kind="removable", force=force,
-                                               primary=target.is_primary, metadata=base)
+                    problems += check_document(
+                        removable, kind="removable", force=force, primary=target.is_primary, metadata=base
+                    )
                 if problems:
                     raise ApiError("ValidationException", "; ".join(problems))
                 new_docs.append(apply_update(base, updatable, removable))
         now = self.clock()
-        for i, (target, doc) in enumerate(zip(targets, new_docs)):
+        for i, (target, doc) in enumerate(zip(targets, new_docs, strict=True)):
             doc["DatastoreID"] = target.datastore_id
             doc["ImageSetID"] = target.image_set_id
             status = "UPDATING" if i == 0 else "UPDATING_FOR_STUDY_CONSISTENCY"
@@ -266,7 +278,9 @@ class Store:
                     updated_at=now,
                     workflow_status=status,
                     forced=force,
-                    origin="revert" if revert_to is not None else ("update" if i == 0 else "study-consistency"),
+                    origin="revert"
+                    if revert_to is not None
+                    else ("update" if i == 0 else "study-consistency"),
                     request_digest=request_digest,
                 )
             )

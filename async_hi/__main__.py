@@ -1,0 +1,5 @@
+import sys
+
+from async_hi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""``async-hi emulator``: run the HealthImaging emulator standalone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+from async_hi.contract import DEFAULT_QUOTAS, OPERATIONS, Quota
+
+__all__ = ["add_parser", "parse_quota", "run"]
+
+
+def parse_quota(text: str) -> tuple[str, Quota]:
+    """``Operation=RATE/BURST`` (for example ``UpdateImageSetMetadata=4/1``)."""
+    op, sep, spec = text.partition("=")
+    rate_s, slash, burst_s = spec.partition("/")
+    if not sep or not slash:
+        raise argparse.ArgumentTypeError(f"expected OPERATION=RATE/BURST, got {text!r}")
+    if op not in OPERATIONS:
+        raise argparse.ArgumentTypeError(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}")
+    try:
+        return op, Quota(rate=float(rate_s), burst=int(burst_s))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad quota {text!r}: {exc}") from None
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is a probability within 0..1, got {text}")
+    return value
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "emulator",
+        help="run the HealthImaging emulator",
+        description="Serve the HealthImaging endpoints on loopback, seeded with synthetic image sets.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument(
+        "--lock-seconds",
+        type=float,
+        default=2.0,
+        help="how long an accepted update keeps the image set LOCKED (default 2)",
+    )
+    p.add_argument("--no-sigv4", action="store_true", help="accept unsigned requests")
+    p.add_argument("--no-throttle", action="store_true", help="turn the per-operation quotas off")
+    p.add_argument(
+        "--quota",
+        type=parse_quota,
+        action="append",
+        default=[],
+        metavar="OP=RATE/BURST",
+        help="override one operation's quota (repeatable)",
+    )
+    p.add_argument("--seed-count", type=int, default=3, help="synthetic image sets to create (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic metadata")
+    p.add_argument("--series", type=int, default=2)
+    p.add_argument("--instances", type=int, default=3)
+    p.add_argument("--primary", action="store_true", help="seed primary image sets")
+    g = p.add_argument_group("fault injection (probabilities per request)")
+    g.add_argument("--fault-seed", type=int, default=0)
+    g.add_argument("--fault-500", type=_rate, default=0.0, dest="error_rate")
+    g.add_argument("--fault-429", type=_rate, default=0.0, dest="throttle_rate")
+    g.add_argument("--fault-drop", type=_rate, default=0.0, dest="drop_rate")
+    g.add_argument(
+        "--fault-lost",
+        type=_rate,
+        default=0.0,
+        dest="lost_response_rate",
+        help="apply the update, then drop the connection",
+    )
+    g.add_argument("--fault-slow", type=_rate, default=0.0, dest="slow_rate")
+    g.add_argument("--slow-seconds", type=float, default=1.0)
+    p.add_argument("--json", action="store_true", help="print the endpoint and ids as one JSON line")
+    p.set_defaults(run=run)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from async_hi.emulator import Emulator, EmulatorConfig, FaultConfig
+
+    quotas: dict[str, Quota] | None = None if args.no_throttle else dict(DEFAULT_QUOTAS)
+    if args.quota:
+        quotas = quotas or {}
+        quotas.update(dict(args.quota))
+    config = EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        region=args.region,
+        lock_seconds=args.lock_seconds,
+        verify_sigv4=not args.no_sigv4,
+        quotas=quotas,
+        faults=FaultConfig(
+            seed=args.fault_seed,
+            error_rate=args.error_rate,
+            throttle_rate=args.throttle_rate,
+            drop_rate=args.drop_rate,
+            lost_response_rate=args.lost_response_rate,
+            slow_rate=args.slow_rate,
+            slow_seconds=args.slow_seconds,
+        ),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Emulator(config) as emu:
+        seeded = (
+            emu.seed(
+                args.seed_count,
+                seed=args.seed,
+                series=args.series,
+                instances=args.instances,
+                primary=args.primary,
+            )
+            if args.seed_count > 0
+            else None
+        )
+        info = {
+            "endpoint_url": emu.endpoint_url,
+            "region": emu.region,
+            "aws_access_key_id": emu.access_key_id,
+            "aws_secret_access_key": emu.secret_access_key,
+            "datastore_id": seeded.datastore_id if seeded else None,
+            "image_set_ids": list(seeded.image_set_ids) if seeded else [],
+        }
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(f"HealthImaging emulator on {emu.endpoint_url} (region {emu.region})")
+            print(f"  AWS_ACCESS_KEY_ID={emu.access_key_id}")
+            print(f"  AWS_SECRET_ACCESS_KEY={emu.secret_access_key}")
+            print(
+                f"  SigV4 {'off' if args.no_sigv4 else 'verified'}; "
+                f"quotas {'off' if quotas is None else 'on'}; LOCKED window {args.lock_seconds}s"
+            )
+            if seeded:
+                print(f"  datastore {seeded.datastore_id}")
+                for isid in seeded.image_set_ids:
+                    print(f"    image set {isid}")
+            print(f"  admin API: {emu.endpoint_url}/_emulator/health")
+            print(
+                f"  try: aws medical-imaging get-image-set --endpoint-url {emu.endpoint_url} "
+                f"--region {emu.region} --datastore-id {info['datastore_id']} "
+                f"--image-set-id {(info['image_set_ids'] or ['ID'])[0]}"
+            )
+            print("Ctrl-C stops it.", flush=True)
+        await stop.wait()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_serve(args))
+    except OSError as exc:
+        print(f"async-hi emulator: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
