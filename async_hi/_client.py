@@ -126,7 +126,7 @@ class HealthImagingClient:
     def _config(self) -> AioConfig:
         connect, read, pool = self._timeouts
         kwargs: dict[str, Any] = {
-            "retries": {"max_attempts": 1},  # we retry, so the limiter sees every attempt
+            "retries": {"mode": "standard", "total_max_attempts": 1},  # we retry: the limiter sees every attempt
             "connect_timeout": connect,
             "read_timeout": read,
             "max_pool_connections": pool,
