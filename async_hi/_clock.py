@@ -9,12 +9,13 @@ is blocked, so limiter, backoff and conflict tests never really sleep.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +49,32 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+_IDLING: set[asyncio.Task[Any]] = set()
+
+
+async def _wait_idle() -> None:
+    """Until every other task is blocked (anyio's asyncio version polls every 0.1 s; this one yields)."""
+    try:
+        this = asyncio.current_task()
+    except RuntimeError:
+        this = None
+    if this is None:  # trio (or no asyncio task): its own check is exact and quick
+        await anyio.wait_all_tasks_blocked()
+        return
+    _IDLING.add(this)  # two tasks waiting for each other to block count each other as blocked
+    try:
+        for _ in range(100_000):
+            await asyncio.sleep(0)
+            if all(
+                t in _IDLING or (t._fut_waiter is not None and not t._fut_waiter.done())  # type: ignore[attr-defined]
+                for t in asyncio.all_tasks()
+            ):
+                return
+    finally:
+        _IDLING.discard(this)
+    await anyio.wait_all_tasks_blocked()
 
 
 class FakeClock:
@@ -101,18 +128,22 @@ class FakeClock:
             _, _, event = heapq.heappop(self._sleepers)
             event.set()
 
+    async def settle(self) -> None:
+        """Let every task run until it blocks (time does not move)."""
+        await _wait_idle()
+
     async def advance(self, seconds: float) -> None:
         """Move time on by ``seconds``, waking sleepers in deadline order and letting them run."""
         if seconds < 0:
             raise ValueError(f"FakeClock.advance: seconds must be >= 0, got {seconds!r}")
         target = self._now + seconds
-        await anyio.wait_all_tasks_blocked()
+        await _wait_idle()
         while self._sleepers and self._sleepers[0][0] <= target:
             self._now = max(self._now, self._sleepers[0][0])
             self._wake_due()
-            await anyio.wait_all_tasks_blocked()
+            await _wait_idle()
         self._now = target
-        await anyio.wait_all_tasks_blocked()
+        await _wait_idle()
 
     @asynccontextmanager
     async def autojump(self) -> AsyncIterator[FakeClock]:
@@ -120,7 +151,7 @@ class FakeClock:
 
         async def jumper() -> None:
             while True:
-                await anyio.wait_all_tasks_blocked()
+                await _wait_idle()
                 if self._sleepers:
                     self._now = max(self._now, self._sleepers[0][0])
                     self._wake_due()

@@ -2,8 +2,9 @@
 
 The loop (:func:`resolve_update`):
 
-1. Know the version to write against: the caller's ``latest_version_id``, or
-   GetImageSet (its own, 100x larger quota). DELETED ends it; LOCKED/UPDATING
+1. Read the current version with GetImageSet (its own, 100x larger quota),
+   also when the caller gave ``latest_version_id``: a stale version found by a
+   read costs no write quota. DELETED ends it; LOCKED/UPDATING
    is polled with backoff (through the GetImageSet limiter) until it ends.
 2. If the version moved since the update was computed and the caller gave a
    ``rebase`` function, call it with the fresh metadata: it returns the
@@ -241,7 +242,9 @@ async def resolve_update(
     d, i = update.datastore_id, update.image_set_id
     budget = Budget(d, i, caller.policy, caller.clock)
     current = update
-    base = update.latest_version_id
+    # always read before the first write, even when the caller gave a version: a read costs 1/100 of
+    # a write's quota, and a stale version found by a read is rebased or retried without a 409
+    base: str | None = None
     computed_at = update.latest_version_id
     outcome: UpdateOutcome = "applied"
     conflict_at: str | None = None
