@@ -72,7 +72,8 @@ async def test_stale_version_retries_at_the_new_version_and_keeps_both_changes()
     assert svc.sent == ["1", "2"]
     assert (r.latest_version_id, r.conflicts, r.attempts, r.workflow_status) == ("3", 1, 2, "UPDATED")
     final = svc.image_set().latest.metadata
-    assert desc_of(final) == "A" and final["Study"]["DICOM"]["AccessionNumber"] == "OTHER"
+    assert desc_of(final) == "A"
+    assert final["Study"]["DICOM"]["AccessionNumber"] == "OTHER"
 
 
 async def test_a_stale_caller_version_is_found_by_a_read_not_a_409() -> None:
@@ -82,7 +83,9 @@ async def test_a_stale_caller_version_is_found_by_a_read_not_a_409() -> None:
     await clock.advance(1.0)
     async with clock.autojump():
         r = await resolve_update(study(svc, "A", version="1"), ops=svc, caller=fast_caller(clock))
-    assert svc.sent == ["2"] and r.conflicts == 0 and r.latest_version_id == "3"
+    assert svc.sent == ["2"]
+    assert r.conflicts == 0
+    assert r.latest_version_id == "3"
 
 
 async def test_locked_window_is_waited_out_by_polling_reads_not_writes() -> None:
