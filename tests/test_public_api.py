@@ -84,5 +84,6 @@ def test_events_and_results_are_frozen_slotted_dataclasses() -> None:
         async_hi.ImageSetInfo,
         async_hi.VersionInfo,
     ):
-        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
+        assert dataclasses.is_dataclass(cls), cls
+        assert cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
         assert hasattr(cls, "__slots__"), cls
