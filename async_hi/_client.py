@@ -14,6 +14,7 @@ import dataclasses
 import gzip
 import json
 import random
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -126,7 +127,10 @@ class HealthImagingClient:
     def _config(self) -> AioConfig:
         connect, read, pool = self._timeouts
         kwargs: dict[str, Any] = {
-            "retries": {"mode": "standard", "total_max_attempts": 1},  # we retry: the limiter sees every attempt
+            "retries": {
+                "mode": "standard",
+                "total_max_attempts": 1,
+            },  # we retry: the limiter sees every attempt
             "connect_timeout": connect,
             "read_timeout": read,
             "max_pool_connections": pool,
@@ -145,17 +149,20 @@ class HealthImagingClient:
         session = self._session or get_session()
         stack = contextlib.AsyncExitStack()
         try:
-            raw = await stack.enter_async_context(
-                session.create_client(
-                    "medical-imaging",
-                    region_name=self.region,
-                    endpoint_url=self.endpoint_url,
-                    config=self._config(),
-                    aws_access_key_id=self._credentials["aws_access_key_id"],
-                    aws_secret_access_key=self._credentials["aws_secret_access_key"],
-                    aws_session_token=self._credentials["aws_session_token"],
+            with warnings.catch_warnings():
+                # we choose the httpx package on purpose (respx mocks it; trio runs it)
+                warnings.filterwarnings("ignore", message=".*prefers httpx2", category=DeprecationWarning)
+                raw = await stack.enter_async_context(
+                    session.create_client(
+                        "medical-imaging",
+                        region_name=self.region,
+                        endpoint_url=self.endpoint_url,
+                        config=self._config(),
+                        aws_access_key_id=self._credentials["aws_access_key_id"],
+                        aws_secret_access_key=self._credentials["aws_secret_access_key"],
+                        aws_session_token=self._credentials["aws_session_token"],
+                    )
                 )
-            )
         except BaseException:
             await stack.aclose()
             raise
