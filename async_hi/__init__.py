@@ -45,12 +45,13 @@ from async_hi._updates import MAX_BLOB_BYTES, InvalidUpdateError, MetadataUpdate
 from async_hi.contract import DEFAULT_QUOTAS, Quota
 
 __all__ = [
+    "DEFAULT_QUOTAS",
+    "MAX_BLOB_BYTES",
     "AccessDeniedError",
     "BadRequestError",
     "Clock",
     "ConflictError",
     "ConnectError",
-    "DEFAULT_QUOTAS",
     "DeadlineExceededError",
     "Event",
     "EventHook",
@@ -62,7 +63,6 @@ __all__ = [
     "InternalServerError",
     "InvalidUpdateError",
     "LimiterConfig",
-    "MAX_BLOB_BYTES",
     "MetadataUpdate",
     "NotAcceptableError",
     "OperationStats",
