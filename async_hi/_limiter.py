@@ -8,7 +8,9 @@ and they share its buckets.
 :class:`TokenBucketLimiter` keeps one token bucket per operation:
 
 - seeded from the documented quota table (``contract.DEFAULT_QUOTAS``) or a
-  :class:`LimiterConfig`; the bucket starts **empty**, so there is no start-up
+  :class:`LimiterConfig`, less a small ``headroom`` (2 %) so that jitter between
+  the token and the request's arrival does not turn into 429s at burst 1; the
+  bucket starts **empty**, so there is no start-up
   burst that another process may already have spent;
 - FIFO-fair: waiters queue in arrival order and only the head sleeps (one
   timer per operation);
@@ -84,6 +86,9 @@ class LimiterConfig:
         quotas: operation -> ``Quota`` (ceiling rate and burst); operations
             missing here fall back to ``contract.DEFAULT_QUOTAS``.
         max_in_flight: requests of one operation in flight at once, >= 1.
+        headroom: fraction of each quota held back, in [0, 0.5): with a burst of 1 the
+            service refuses any two requests that *arrive* closer than 1/rate, so pacing
+            at exactly the quota turns a millisecond of network jitter into a 429.
         adaptive: cut the rate on 429 and recover it slowly.
         cut: factor applied to the rate on a 429, in (0, 1).
         floor_rate: the lowest rate a cut can reach (tps), > 0.
@@ -96,6 +101,7 @@ class LimiterConfig:
 
     quotas: Mapping[str, contract.Quota] = field(default_factory=lambda: dict(contract.DEFAULT_QUOTAS))
     max_in_flight: int = 16
+    headroom: float = 0.02
     adaptive: bool = True
     cut: float = 0.7
     floor_rate: float = 0.01
@@ -110,6 +116,8 @@ class LimiterConfig:
                 raise ValueError(f"LimiterConfig.quotas[{op!r}] must be a Quota, got {type(q).__name__}")
         if self.max_in_flight < 1:
             raise ValueError(f"LimiterConfig.max_in_flight must be >= 1, got {self.max_in_flight!r}")
+        if not 0 <= self.headroom < 0.5:
+            raise ValueError(f"LimiterConfig.headroom must be within [0, 0.5), got {self.headroom!r}")
         if not 0 < self.cut < 1:
             raise ValueError(f"LimiterConfig.cut must be within (0, 1), got {self.cut!r}")
         if not self.floor_rate > 0:
@@ -143,9 +151,9 @@ class _Bucket:
         "tokens",
     )
 
-    def __init__(self, quota: contract.Quota, now: float) -> None:
-        self.ceiling = quota.rate
-        self.rate = quota.rate
+    def __init__(self, quota: contract.Quota, now: float, headroom: float) -> None:
+        self.ceiling = quota.rate * (1.0 - headroom)
+        self.rate = self.ceiling
         self.burst = float(quota.burst)
         self.tokens = 0.0  # empty at start: no surprise burst
         self.stamp = now
@@ -189,7 +197,7 @@ class TokenBucketLimiter:
     def _bucket(self, operation: str) -> _Bucket:
         b = self._buckets.get(operation)
         if b is None:
-            b = self._buckets[operation] = _Bucket(self.config.quota(operation), self.clock.now())
+            b = self._buckets[operation] = _Bucket(self.config.quota(operation), self.clock.now(), self.config.headroom)
         return b
 
     # -- the protocol --------------------------------------------------------

@@ -15,6 +15,8 @@ GET = "GetImageSet"
 
 
 def limiter(clock: FakeClock, **kw: object) -> TokenBucketLimiter:
+    """Without headroom, so the numbers below are the quota's own."""
+    kw.setdefault("headroom", 0.0)
     return TokenBucketLimiter(LimiterConfig(**kw), clock=clock)  # type: ignore[arg-type]
 
 
@@ -38,10 +40,11 @@ def test_is_a_rate_limiter() -> None:
 
 async def test_default_quota_update_starts_empty_and_paces_at_4_seconds() -> None:
     clock = FakeClock()
-    lim = TokenBucketLimiter(clock=clock)
+    lim = TokenBucketLimiter(clock=clock)  # the defaults: DEFAULT_QUOTAS less 2 % headroom
     times = await acquire_times(lim, clock, UPD, 4)
-    assert times == pytest.approx([4.0, 8.0, 12.0, 16.0])
-    assert lim.current_rate(UPD) == DEFAULT_QUOTAS[UPD].rate
+    step = 4.0 / 0.98
+    assert times == pytest.approx([step, 2 * step, 3 * step, 4 * step])
+    assert lim.current_rate(UPD) == pytest.approx(DEFAULT_QUOTAS[UPD].rate * 0.98)
 
 
 async def test_burst_accumulates_after_idle_but_never_above_burst() -> None:
@@ -208,7 +211,7 @@ async def test_slow_operations_recover_per_request_not_per_second() -> None:
 
 async def test_a_throttle_on_updates_never_slows_reads() -> None:
     clock = FakeClock()
-    lim = TokenBucketLimiter(clock=clock)
+    lim = limiter(clock)
     lim.current_rate(UPD)
     lim.current_rate(GET)
     for _ in range(30):
@@ -234,7 +237,10 @@ async def test_rate_change_hook_and_repr() -> None:
     clock = FakeClock()
     seen: list[tuple[str, float]] = []
     lim = TokenBucketLimiter(
-        clock=clock, scope="acct/us-east-1", on_rate_change=lambda o, r: seen.append((o, r))
+        LimiterConfig(headroom=0.0),
+        clock=clock,
+        scope="acct/us-east-1",
+        on_rate_change=lambda o, r: seen.append((o, r)),
     )
     await lim.on_throttle(UPD, None)
     assert seen == [(UPD, pytest.approx(0.175))]
@@ -244,7 +250,14 @@ async def test_rate_change_hook_and_repr() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_in_flight", 0), ("cut", 1.0), ("floor_rate", 0.0), ("recovery_step", 0.0), ("max_sleep", 0.0)],
+    [
+        ("max_in_flight", 0),
+        ("headroom", 0.5),
+        ("cut", 1.0),
+        ("floor_rate", 0.0),
+        ("recovery_step", 0.0),
+        ("max_sleep", 0.0),
+    ],
 )
 def test_config_validation_names_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"LimiterConfig.{field}"):
