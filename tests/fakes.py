@@ -160,7 +160,7 @@ def fast_caller(
     quotas = {op: Quota(rate=100.0, burst=1) for op in DEFAULT_QUOTAS}
     hook = events.append if events is not None else None
     return Caller(
-        limiter=TokenBucketLimiter(LimiterConfig(quotas=quotas), clock=clock),
+        limiter=TokenBucketLimiter(LimiterConfig(quotas=quotas, headroom=0.0), clock=clock),
         clock=clock,
         recorder=Recorder(hook),
         policy=policy or RetryPolicy(),

@@ -30,7 +30,7 @@ UPD = "UpdateImageSetMetadata"
 #: answers 403. An emulator bug, reported; httpx runs here skip signature checking until it is fixed.
 HTTPX_SIGV4_OK = False
 
-FAST = LimiterConfig(quotas={op: Quota(rate=200.0, burst=5) for op in DEFAULT_QUOTAS})
+FAST = LimiterConfig(quotas={op: Quota(rate=200.0, burst=5) for op in DEFAULT_QUOTAS}, headroom=0.0)
 QUICK = RetryPolicy(base_delay=0.02, max_delay=0.2, poll_base=0.01, poll_max=0.05, max_attempts=30)
 
 

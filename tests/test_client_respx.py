@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 URL = "https://hi.example.test"
 D, ISET = "d" * 32, "1" * 32
 BASE = f"{URL}/datastore/{D}/imageSet/{ISET}"
-FAST = LimiterConfig(quotas={op: Quota(rate=200.0, burst=5) for op in DEFAULT_QUOTAS})
+FAST = LimiterConfig(quotas={op: Quota(rate=200.0, burst=5) for op in DEFAULT_QUOTAS}, headroom=0.0)
 
 
 def mocked_client(**kw: Any) -> HealthImagingClient:
