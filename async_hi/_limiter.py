@@ -21,7 +21,8 @@ and they share its buckets.
   the operation; a cut happens at most once per interval at the new rate, so a
   volley of 429s from requests sent before the cut counts once; after
   ``recovery_interval`` without a throttle each success adds
-  ``recovery_step`` x ceiling, never above the ceiling;
+  ``recovery_step`` x ceiling (a quarter of that near the rate that last
+  failed), never above the ceiling;
 - operations are independent: a throttle on one never slows another.
 """
 
@@ -93,6 +94,10 @@ class LimiterConfig:
         cut: factor applied to the rate on a 429, in (0, 1).
         floor_rate: the lowest rate a cut can reach (tps), > 0.
         recovery_step: fraction of the ceiling added per clean interval, in (0, 1].
+        plateau: above this fraction of the rate at the last 429, recovery slows to
+            ``plateau_step`` x ``recovery_step`` (CUBIC's idea: linger near the rate that
+            last failed instead of overshooting it again), in (0, 1].
+        plateau_step: the slow-down factor near the last failing rate, in (0, 1].
         recovery_interval: seconds without a throttle before each increase, > 0.
         recovery_requests: the clean interval is also at least this many
             requests at the current rate (slow operations recover per request, not per second).
@@ -106,6 +111,8 @@ class LimiterConfig:
     cut: float = 0.7
     floor_rate: float = 0.01
     recovery_step: float = 0.05
+    plateau: float = 0.9
+    plateau_step: float = 0.25
     recovery_interval: float = 2.0
     recovery_requests: int = 5
     max_sleep: float = 1.0
@@ -124,6 +131,9 @@ class LimiterConfig:
             raise ValueError(f"LimiterConfig.floor_rate must be > 0, got {self.floor_rate!r}")
         if not 0 < self.recovery_step <= 1:
             raise ValueError(f"LimiterConfig.recovery_step must be within (0, 1], got {self.recovery_step!r}")
+        for name in ("plateau", "plateau_step"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"LimiterConfig.{name} must be within (0, 1], got {getattr(self, name)!r}")
         if not self.recovery_interval > 0:
             raise ValueError(f"LimiterConfig.recovery_interval must be > 0, got {self.recovery_interval!r}")
         if self.recovery_requests < 0:
@@ -144,6 +154,7 @@ class _Bucket:
         "in_flight",
         "last_change",
         "last_cut",
+        "last_throttle_rate",
         "queue",
         "rate",
         "slot_waiters",
@@ -159,6 +170,7 @@ class _Bucket:
         self.stamp = now
         self.blocked_until = now
         self.last_cut = float("-inf")
+        self.last_throttle_rate = float("inf")
         self.last_change = now
         self.queue: collections.deque[anyio.Event] = collections.deque()
         self.in_flight = 0
@@ -197,7 +209,9 @@ class TokenBucketLimiter:
     def _bucket(self, operation: str) -> _Bucket:
         b = self._buckets.get(operation)
         if b is None:
-            b = self._buckets[operation] = _Bucket(self.config.quota(operation), self.clock.now(), self.config.headroom)
+            b = self._buckets[operation] = _Bucket(
+                self.config.quota(operation), self.clock.now(), self.config.headroom
+            )
         return b
 
     # -- the protocol --------------------------------------------------------
@@ -225,6 +239,7 @@ class TokenBucketLimiter:
         # 429s from requests sent before the last cut say nothing about the new rate
         if now - b.last_cut < 1.0 / b.rate:
             return
+        b.last_throttle_rate = b.rate
         b.rate = max(self.config.floor_rate, min(b.rate, b.ceiling) * self.config.cut)
         b.tokens = min(b.tokens, 0.0)
         b.last_cut = b.last_change = now
@@ -239,7 +254,13 @@ class TokenBucketLimiter:
         if now - b.last_change < clean:
             return
         b.refill(now)
-        b.rate = min(b.ceiling, b.rate + self.config.recovery_step * b.ceiling)
+        step = self.config.recovery_step * b.ceiling
+        boundary = self.config.plateau * b.last_throttle_rate
+        if b.rate >= boundary:
+            new = b.rate + step * self.config.plateau_step
+        else:  # full steps up to the plateau, then small ones: a burst-1 quota fails at once above it
+            new = min(b.rate + step, boundary)
+        b.rate = min(b.ceiling, new)
         b.last_change = now
         self._changed(operation, b)
 
