@@ -345,7 +345,7 @@ def read_dicom(paths: Iterable[str | os.PathLike[str]]) -> DicomBatch:
     return DicomBatch(
         drafts=tuple(reader.drafts.values()),
         skipped=tuple(reader.skipped),
-        files=len(files),
+        files=len(files) + len(missing),
         instances=reader.instances,
         duplicates=reader.duplicates,
         undecodable_elements=reader.undecodable,
