@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,9 +24,9 @@ from typing import Any
 
 import aiohttp
 
+from async_hi.emulator import EmulatorProcess
 from async_hi.rawhttp import sign_headers
 
-ROOT = Path(__file__).resolve().parents[1]
 BODY = json.dumps(
     {
         "DICOMUpdates": {
@@ -37,30 +36,6 @@ BODY = json.dumps(
         }
     }
 ).encode()
-
-
-def start_emulator(count: int, sigv4: bool) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "async_hi",
-        "emulator",
-        "--json",
-        "--no-throttle",
-        "--lock-seconds",
-        "0",
-        "--seed-count",
-        str(count),
-        "--series",
-        "1",
-        "--instances",
-        "1",
-    ]
-    if not sigv4:
-        cmd.append("--no-sigv4")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
 
 
 async def load(info: dict[str, Any], concurrency: int) -> tuple[float, int, int]:
@@ -103,12 +78,21 @@ async def load(info: dict[str, Any], concurrency: int) -> tuple[float, int, int]
 
 
 def run_one(count: int, concurrency: int, sigv4: bool) -> dict[str, Any]:
-    proc, info = start_emulator(count, sigv4)
-    try:
-        elapsed, ok, failed = asyncio.run(load(info, concurrency))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    args = [
+        "--no-throttle",
+        "--lock-seconds",
+        "0",
+        "--seed-count",
+        str(count),
+        "--series",
+        "1",
+        "--instances",
+        "1",
+    ]
+    if not sigv4:
+        args.append("--no-sigv4")
+    with EmulatorProcess(args) as emu:
+        elapsed, ok, failed = asyncio.run(load(emu.info, concurrency))
     return {"sigv4": sigv4, "updates": ok, "failed": failed, "seconds": elapsed, "per_second": ok / elapsed}
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from async_hi.emulator import Emulator
+from async_hi.rawhttp import sign_headers
 from tests.conftest import RawClient
 
 pytestmark = pytest.mark.anyio
@@ -210,32 +211,25 @@ async def test_tampered_signature_is_403(
     d, i = one
     url = raw.url(d, i, "updateImageSetMetadata", "latestVersion=1")
     body = json.dumps(STUDY_UPDATE).encode()
-    from async_hi.rawhttp import sign_headers
 
-    headers = sign_headers(
-        "POST",
-        url,
-        body=body,
-        headers={"Content-Type": "application/json"},
-        access_key_id=emulator.access_key_id,
-        secret_access_key=emulator.secret_access_key,
-        region=emulator.region,
-    )
+    def signed() -> dict[str, str]:
+        return sign_headers(
+            "POST",
+            url,
+            body=body,
+            headers={"Content-Type": "application/json"},
+            access_key_id=emulator.access_key_id,
+            secret_access_key=emulator.secret_access_key,
+            region=emulator.region,
+        )
+
+    headers = signed()
     sig = headers["Authorization"][-64:]
     headers["Authorization"] = headers["Authorization"][:-64] + ("0" if sig[0] != "0" else "1") + sig[1:]
     r = await raw.http.post(url, content=body, headers=headers)
     assert_error(r, 403, "InvalidSignatureException")
     # AU05: the body changed after signing
-    headers = sign_headers(
-        "POST",
-        url,
-        body=body,
-        headers={"Content-Type": "application/json"},
-        access_key_id=emulator.access_key_id,
-        secret_access_key=emulator.secret_access_key,
-        region=emulator.region,
-    )
-    r = await raw.http.post(url, content=body.replace(b"X", b"Y"), headers=headers)
+    r = await raw.http.post(url, content=body.replace(b"X", b"Y"), headers=signed())
     assert_error(r, 403, "InvalidSignatureException")
     assert await versions(emulator, d, i) == ["1"]
 

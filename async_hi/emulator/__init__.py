@@ -14,6 +14,7 @@ from async_hi.emulator._config import (
     EmulatorConfig,
 )
 from async_hi.emulator._faults import FaultConfig
+from async_hi.emulator._process import EmulatorProcess
 from async_hi.emulator._server import Emulator, EmulatorThread, SeededImageSets
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_SECRET_ACCESS_KEY",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorProcess",
     "EmulatorThread",
     "FaultConfig",
     "SeededImageSets",
