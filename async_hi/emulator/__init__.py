@@ -21,6 +21,7 @@ from async_hi.emulator._dicom_import import (
     pydicom_test_data_paths,
 )
 from async_hi.emulator._faults import FaultConfig
+from async_hi.emulator._process import EmulatorProcess
 from async_hi.emulator._server import Emulator, EmulatorThread, SeededImageSets
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_SECRET_ACCESS_KEY",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorProcess",
     "EmulatorThread",
     "FaultConfig",
     "ImportReport",

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from async_hi import contract
 from async_hi.emulator._app import STATE_KEY, State
 from async_hi.emulator._dicom_import import add_to_store, read_dicom
 from async_hi.emulator._seed import synthetic_metadata
@@ -189,7 +190,15 @@ async def fail_next_apply(request: web.Request) -> web.Response:
         return _err(404, exc.message)
     except ValueError as exc:
         return _err(400, str(exc))
-    image_set.fail_next_apply = str(body.get("message", "Injected apply failure"))
+    message = body.get("message", "Injected apply failure")
+    pattern = contract.shape("Message").metadata["pattern"]
+    if (
+        not isinstance(message, str)
+        or not 1 <= len(message) <= 2048
+        or not contract.matches(pattern, message)
+    ):
+        return _err(400, f"message must be 1..2048 characters matching {pattern}")
+    image_set.fail_next_apply = message
     return web.json_response({"ok": True})
 
 

@@ -64,7 +64,7 @@ class Emulator:
         """Bind and serve; raises if the port cannot be bound."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
         try:
