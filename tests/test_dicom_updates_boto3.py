@@ -215,3 +215,11 @@ def test_the_same_update_runs_on_synthetic_and_imported_studies(populated_emulat
     view.update(isid, updatable={"Study": {"DICOM": {"StudyDescription": "BOTH"}}})
     assert view.wait_active(isid)["imageSetWorkflowStatus"] == "UPDATED"
     assert view.metadata(isid)["Study"]["DICOM"]["StudyDescription"] == "BOTH"
+
+
+def test_imported_studies_are_primary_image_sets_for_boto3(imported_emulator_thread: Any) -> None:
+    p = imported_emulator_thread
+    client = boto3.client("medical-imaging", config=Config(inject_host_prefix=False), **p.emu.client_kwargs())
+    for isid in p.image_set_ids:
+        r = client.get_image_set(datastoreId=p.datastore_id, imageSetId=isid)
+        assert (r["isPrimary"], r["versionId"], r["imageSetWorkflowStatus"]) == (True, "1", "CREATED")
