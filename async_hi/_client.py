@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["HealthImagingClient"]
 
 T = TypeVar("T")
+_UPDATE = "UpdateImageSetMetadata"
 Transport = Literal["aiohttp", "httpx"]
 
 
@@ -121,6 +122,7 @@ class HealthImagingClient:
         self._raw: _RawClient | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._write_locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
+        self._last_update_send = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -166,6 +168,10 @@ class HealthImagingClient:
         except BaseException:
             await stack.aclose()
             raise
+        for op in OPERATIONS:  # buckets start (empty) now, not at the first call
+            self.limiter.current_rate(op)
+        # the last moment before the wire: see _space_sends
+        raw.meta.events.register(f"before-send.medical-imaging.{_UPDATE}", cast(Any, self._space_sends))
         self._raw = raw
         self._stack = stack
         return self
@@ -186,6 +192,26 @@ class HealthImagingClient:
         if self._raw is None:
             raise RuntimeError("the client is not open; use 'async with HealthImagingClient(...) as client'")
         return self._raw
+
+    async def _space_sends(self, **kwargs: Any) -> None:
+        """Keep update *sends* at least 1/rate apart (burst-1 quotas only).
+
+        The token bucket spaces the grants, but botocore takes a variable 2-9 ms
+        (serialising, signing, other tasks running) between a grant and the
+        request leaving; at burst 1 the service counts arrivals, so two sends
+        closer than 1/rate are a 429 even when the grants were not. This guard
+        runs in botocore's before-send event, after signing, and waits out the
+        difference (milliseconds). Returns None, so botocore sends as usual.
+        """
+        lim = self.limiter
+        if not isinstance(lim, TokenBucketLimiter) or lim.config.quota(_UPDATE).burst != 1:
+            return
+        now = self.clock.now()
+        earliest = self._last_update_send + 1.0 / lim.current_rate(_UPDATE)
+        if now < earliest:
+            await self.clock.sleep(earliest - now)
+            now = self.clock.now()
+        self._last_update_send = now
 
     # -- the one error boundary ----------------------------------------------
 

@@ -256,10 +256,9 @@ class TokenBucketLimiter:
         b.refill(now)
         step = self.config.recovery_step * b.ceiling
         boundary = self.config.plateau * b.last_throttle_rate
-        if b.rate >= boundary:
-            new = b.rate + step * self.config.plateau_step
-        else:  # full steps up to the plateau, then small ones: a burst-1 quota fails at once above it
-            new = min(b.rate + step, boundary)
+        # full steps up to the plateau, then small ones: a burst-1 quota fails at once above its rate
+        below = b.rate < boundary
+        new = min(b.rate + step, boundary) if below else b.rate + step * self.config.plateau_step
         b.rate = min(b.ceiling, new)
         b.last_change = now
         self._changed(operation, b)

@@ -1,7 +1,7 @@
 """Goodput under an update quota: async-hi against plain aiobotocore, side by side, in one run.
 
-N updates on N distinct image sets against the emulator (on its own thread and
-loop) enforcing UpdateImageSetMetadata at R tps with a burst of 1. For each
+N updates on N distinct image sets against the emulator (in a child process,
+as a remote service would be) enforcing UpdateImageSetMetadata at R tps with a burst of 1. For each
 client: completion time over the ideal ``(N - burst) / R``, 429s per success,
 and failed updates. Not a test: run it and read the table::
 
@@ -16,7 +16,8 @@ Clients:
 - ``aiobotocore gather, adaptive``: ``retries={'mode': 'adaptive', 'max_attempts': 20}``.
 
 The aiobotocore baselines read the version, then write, ``--in-flight`` at a time
-(a semaphore over ``asyncio.gather``).
+(a semaphore over ``asyncio.gather``). Every run is timed from the moment its
+client is open until its last update is answered.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import httpx
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from async_hi import HealthImagingClient, LimiterConfig, Quota, UpdateBuilder
 from async_hi.contract import DEFAULT_QUOTAS
-from async_hi.emulator import EmulatorThread, SeededImageSets
+from async_hi.emulator import EmulatorProcess
 
 UPD = "UpdateImageSetMetadata"
 
@@ -61,24 +63,35 @@ class Row:
         return self.throttles / self.successes if self.successes else float("nan")
 
 
-Runner = Callable[[EmulatorThread, SeededImageSets, float], Awaitable[int]]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """A running emulator process and the image sets it seeded."""
+
+    info: dict[str, Any]
+
+    @property
+    def datastore_id(self) -> str:
+        return str(self.info["datastore_id"])
+
+    @property
+    def image_set_ids(self) -> list[str]:
+        return list(self.info["image_set_ids"])
 
 
-def _kwargs(et: EmulatorThread) -> dict[str, str]:
-    emu = et.emulator
-    return {
-        "endpoint_url": et.endpoint_url,
-        "region": emu.region,
-        "aws_access_key_id": emu.access_key_id,
-        "aws_secret_access_key": emu.secret_access_key,
-    }
+#: runs the N updates; returns (failures, the moment its client was open)
+Runner = Callable[[Target, float], Awaitable[tuple[int, float]]]
+
+
+def _kwargs(t: Target) -> dict[str, str]:
+    return {k: t.info[k] for k in ("endpoint_url", "region", "aws_access_key_id", "aws_secret_access_key")}
 
 
 def _ours(told_rate: float) -> Runner:
-    async def run(et: EmulatorThread, seeded: SeededImageSets, rate: float) -> int:
+    async def run(seeded: Target, rate: float) -> tuple[int, float]:
         config = LimiterConfig(quotas={**DEFAULT_QUOTAS, UPD: Quota(rate=told_rate * rate, burst=1)})
         failures = 0
-        async with HealthImagingClient(limiter_config=config, **_kwargs(et)) as hi:
+        async with HealthImagingClient(limiter_config=config, **_kwargs(seeded)) as hi:
+            t0 = time.monotonic()
 
             async def one(n: int, i: str) -> None:
                 nonlocal failures
@@ -89,14 +102,14 @@ def _ours(told_rate: float) -> Runner:
                     failures += 1
 
             await asyncio.gather(*(one(n, i) for n, i in enumerate(seeded.image_set_ids)))
-        return failures
+        return failures, t0
 
     return run
 
 
 def _aiobotocore(mode: str, in_flight: int) -> Runner:
-    async def run(et: EmulatorThread, seeded: SeededImageSets, rate: float) -> int:
-        kw = _kwargs(et)
+    async def run(seeded: Target, rate: float) -> tuple[int, float]:
+        kw = _kwargs(seeded)
         config = AioConfig(
             inject_host_prefix=False,
             retries={"mode": mode, "max_attempts": 20},  # type: ignore[typeddict-item]
@@ -112,6 +125,7 @@ def _aiobotocore(mode: str, in_flight: int) -> Runner:
             aws_secret_access_key=kw["aws_secret_access_key"],
             config=config,
         ) as raw:
+            t0 = time.monotonic()
 
             async def one(n: int, i: str) -> None:
                 nonlocal failures
@@ -130,27 +144,27 @@ def _aiobotocore(mode: str, in_flight: int) -> Runner:
                         failures += 1
 
             await asyncio.gather(*(one(n, i) for n, i in enumerate(seeded.image_set_ids)))
-        return failures
+        return failures, t0
 
     return run
 
 
 async def _scenario(name: str, runner: Runner, *, n: int, rate: float) -> Row:
-    quotas = {**DEFAULT_QUOTAS, UPD: Quota(rate=rate, burst=1)}
-    with EmulatorThread(lock_seconds=0.02, quotas=quotas) as et:
-        seeded = et.call(lambda: et.emulator.seed(n))
-        t0 = time.monotonic()
-        failures = await runner(et, seeded, rate)
+    args = ["--lock-seconds", "0.02", "--quota", f"{UPD}={rate:g}/1", "--seed-count", str(n), "--seed", "1"]
+    with EmulatorProcess(args) as proc:
+        target = Target(proc.info)
+        assert len(target.image_set_ids) == n
+        failures, t0 = await runner(target, rate)
         elapsed = time.monotonic() - t0
-        records: list[Any] = et.call(lambda: et.emulator.requests)
-    updates = [r for r in records if r.operation == UPD]
+        async with httpx.AsyncClient() as http:
+            stats = (await http.get(f"{proc.endpoint_url}/_emulator/stats")).json()["requests"]
     return Row(
         client=name,
         n=n,
         elapsed=elapsed,
         ideal=(n - 1) / rate,
-        throttles=sum(1 for r in updates if r.status == 429),
-        successes=sum(1 for r in updates if r.status == 200),
+        throttles=stats.get(f"{UPD} 429", 0),
+        successes=stats.get(f"{UPD} 200", 0),
         failures=failures,
     )
 

@@ -186,12 +186,13 @@ async def test_recovery_is_additive_slow_and_capped_at_the_ceiling() -> None:
     await lim.on_success(UPD)  # not yet a clean interval
     assert lim.current_rate(UPD) == pytest.approx(2.8)
     rates = []
-    for _ in range(12):
+    for _ in range(16):
         await clock.advance(2.0)
         await lim.on_success(UPD)
         await lim.on_success(UPD)  # a second success in the same interval adds nothing
         rates.append(round(lim.current_rate(UPD), 6))
-    assert rates[:6] == [3.0, 3.2, 3.4, 3.6, 3.8, 4.0]
+    # full steps (5 % of the ceiling) up to 90 % of the rate that failed, then quarter steps
+    assert rates[:12] == [3.0, 3.2, 3.4, 3.6, 3.65, 3.7, 3.75, 3.8, 3.85, 3.9, 3.95, 4.0]
     assert max(rates) == 4.0  # never above the ceiling
 
 
