@@ -251,3 +251,33 @@ async def test_read_timeout_with_a_late_write_still_applies_once() -> None:
         await anyio.sleep(0.7)  # any write still sleeping in the emulator lands (or is refused) now
         for n, i in enumerate(seeded.image_set_ids):
             assert applied_descriptions(emu, d, i) == [f"S{n}"]
+
+
+async def test_a_write_between_our_read_and_our_write_is_a_409_then_a_locked_wait(emulator: Emulator) -> None:
+    seeded = emulator.seed(1)
+    d, i = seeded.datastore_id, seeded.image_set_ids[0]
+    emulator.reconfigure(lock_seconds=0.3)
+    intruded: list[bool] = []
+
+    def intruder(**kwargs: Any) -> None:
+        if not intruded:  # once: another writer's update lands just before ours leaves
+            intruded.append(True)
+            emulator.store.update(
+                d, i, latest_version=1, updatable={"Study": {"DICOM": {"AccessionNumber": "OTHER"}}}
+            )
+
+    async with client(emulator) as hi:
+        hi.raw.meta.events.register(f"before-send.medical-imaging.{UPD}", intruder)
+        t0 = anyio.current_time()
+        r = await hi.update_image_set_metadata(study_update(d, i, "MINE"), wait=True)
+        waited = anyio.current_time() - t0
+        stats = hi.stats()
+    assert stats[UPD].conflicts == 1  # the stale write was refused ...
+    assert stats["GetImageSet"].waits >= 1  # ... the LOCKED window was polled, not hammered with writes
+    assert stats[UPD].calls == 2
+    assert waited >= 0.3
+    assert (r.base_version_id, r.latest_version_id, r.conflicts) == ("2", "3", 1)
+    final = emulator.history(d, i)[-1]["metadata"]["Study"]["DICOM"]
+    assert final["AccessionNumber"] == "OTHER"
+    assert final["StudyDescription"] == "MINE"
+    assert applied_descriptions(emulator, d, i) == [desc_of(emulator.history(d, i)[0]["metadata"]), "MINE"]
