@@ -163,7 +163,7 @@ class Exchange:
     def curl(self) -> str:
         """A curl command reproducing the request, with the signature masked."""
         parts = ["curl", "-sS", "-i", "-X", self.probe.method, shlex.quote(self.url)]
-        signed = self.probe.signing in (Signing.SIGNED, Signing.BODY_CHANGED)
+        signed = self.probe.signing is Signing.SIGNED
         comment = ""
         for name, value in self.request_headers.items():
             low = name.lower()

@@ -125,7 +125,7 @@ async def _run_one(session: Session, check: Check) -> Result:
                 message += f" (+{extra} more)"
         else:
             outcome = Outcome.PASS
-            message = "; ".join(ctx.notes[:1])
+            message = ctx.notes[-1] if ctx.notes else ""
     return Result(
         check=check,
         outcome=outcome,
