@@ -246,10 +246,14 @@ class Context:
         )
         problems = _model.request_problems(wire)
         if basis == "model" and not problems:
-            self.note(f"{probe.label}: not sent, the model accepts this request (it cannot blame the endpoint)")
+            self.note(
+                f"{probe.label}: not sent, the model accepts this request (it cannot blame the endpoint)"
+            )
             return False
         if basis == "semantics" and problems:
-            self.note(f"{probe.label}: not sent, the model refuses it for another reason: {'; '.join(problems)}")
+            self.note(
+                f"{probe.label}: not sent, the model refuses it for another reason: {'; '.join(problems)}"
+            )
             return False
         return True
 
@@ -344,7 +348,9 @@ class Context:
                 + "): is this a HealthImaging endpoint?",
                 ex,
             )
-        return Snapshot(str(body["versionId"]), str(body["imageSetState"]), str(body.get("imageSetWorkflowStatus")))
+        return Snapshot(
+            str(body["versionId"]), str(body["imageSetState"]), str(body.get("imageSetWorkflowStatus"))
+        )
 
     async def settled(self) -> Snapshot:
         """Wait (bounded) until the image set is ACTIVE and no update is being applied."""
@@ -356,7 +362,8 @@ class Context:
                 return snap
             if time.monotonic() >= deadline:
                 raise Abort(
-                    f"the image set is still {snap.state}/{snap.workflow} after {self.settings.settle_timeout:g} s"
+                    f"the image set is still {snap.state}/{snap.workflow} "
+                    f"after {self.settings.settle_timeout:g} s"
                 )
             await anyio.sleep(delay)
             delay = min(delay * 1.5, 2.0)
@@ -403,7 +410,9 @@ class Context:
             before = await self.settled()
             before_digest = digest(await self.metadata(before.version))
             marker = self.session.next_marker()
-            ex = await self.write(f"valid update of {HARMLESS_ATTRIBUTE}", self.marker_update(marker), before.version)
+            ex = await self.write(
+                f"valid update of {HARMLESS_ATTRIBUTE}", self.marker_update(marker), before.version
+            )
             if ex.status != 200:
                 raise Abort(f"a valid update was not accepted: {_said(ex)}", ex)
         except Abort as exc:
@@ -431,4 +440,3 @@ def _retry_after(ex: Exchange) -> float | None:
                 continue
             return seconds / 1000.0 if name == "x-amz-retry-after" else seconds
     return None
-

@@ -98,7 +98,9 @@ def compatibility_notes() -> list[str]:
         )
     pattern = contract.shape("Message").metadata.get("pattern")
     if pattern != SEED_PAGE_SUBSET["Message.pattern"]:
-        notes.append(f"message pattern: the model says {pattern}, the API page {SEED_PAGE_SUBSET['Message.pattern']}")
+        notes.append(
+            f"message pattern: the model says {pattern}, the API page {SEED_PAGE_SUBSET['Message.pattern']}"
+        )
     blob_max = contract.shape("DICOMAttribute").metadata.get("max")
     if blob_max != SEED_PAGE_SUBSET["DICOMAttribute.max"]:
         notes.append(
@@ -191,7 +193,7 @@ def request_problems(request: WireRequest) -> list[str]:
         loc = member.serialization.get("location")
         wire = member.serialization.get("name", name)
         if loc == "uri":
-            found, value = _scalar_problems(member, wire, labels.get(wire, ""))
+            found, _value = _scalar_problems(member, wire, labels.get(wire, ""))
             problems += found
             present.add(name)
         elif loc == "querystring":
@@ -204,15 +206,14 @@ def request_problems(request: WireRequest) -> list[str]:
                 continue
             problems += _scalar_problems(member, wire, values[0])[0]
     payload = shape.serialization.get("payload")
-    if payload is not None:
-        if request.body:
-            present.add(payload)
-            try:
-                doc = parse_strict_json(request.body)
-            except ValueError:
-                problems.append("body: not valid JSON")
-            else:
-                problems += contract.validate_value(shape.members[payload], doc, "body")
+    if payload is not None and request.body:
+        present.add(payload)
+        try:
+            doc = parse_strict_json(request.body)
+        except ValueError:
+            problems.append("body: not valid JSON")
+        else:
+            problems += contract.validate_value(shape.members[payload], doc, "body")
     for req in shape.required_members:
         if req not in present:
             member = shape.members[req]

@@ -18,6 +18,7 @@ __all__ = [
     "Phase",
     "all_checks",
     "check",
+    "order_key",
     "select_checks",
 ]
 
@@ -96,17 +97,24 @@ def check(
         if id in _REGISTRY:
             raise ValueError(f"check {id} is registered twice")
         chosen = phase if phase is not None else (Phase.WRITE if writes else Phase.PROBE)
-        _REGISTRY[id] = Check(id=id, level=level, description=description, run=fn, writes=writes, phase=chosen)
+        _REGISTRY[id] = Check(
+            id=id, level=level, description=description, run=fn, writes=writes, phase=chosen
+        )
         return fn
 
     return register
 
 
 def all_checks() -> tuple[Check, ...]:
-    """Every check, in id order."""
+    """Every check, in the checklist's order (by group, then id)."""
     import conformance._checks  # noqa: F401  (registers the checks)
 
-    return tuple(_REGISTRY[k] for k in sorted(_REGISTRY))
+    return tuple(sorted(_REGISTRY.values(), key=order_key))
+
+
+def order_key(c: Check) -> tuple[int, str]:
+    """Sort key: the checklist's group order, then the id."""
+    return list(GROUPS).index(c.group), c.id
 
 
 def _expand(tokens: Iterable[str], known: dict[str, Check]) -> set[str]:

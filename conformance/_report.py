@@ -58,7 +58,11 @@ def _failure_block(r: Result) -> Panel:
     for n in r.notes:
         parts.append(Text(f"note: {n}", style="dim"))
     style = "red" if r.outcome is Outcome.FAIL else "yellow"
-    return Panel(Group(*parts), title=f"{r.check.id} {r.outcome.value.upper()}: {r.check.description}", border_style=style)
+    return Panel(
+        Group(*parts),
+        title=f"{r.check.id} {r.outcome.value.upper()}: {r.check.description}",
+        border_style=style,
+    )
 
 
 def print_report(report: Report, console: Console | None = None, *, details: bool = True) -> None:
@@ -93,7 +97,8 @@ def print_report(report: Report, console: Console | None = None, *, details: boo
         else Text("every MUST check passed", style="bold green")
     )
     summary = Text(
-        f"{len(report.results)} checks: {c['pass']} pass, {c['fail']} fail, {c['warn']} warn, {c['skip']} skip "
+        f"{len(report.results)} checks: {c['pass']} pass, {c['fail']} fail, {c['warn']} warn, "
+        f"{c['skip']} skip "
         f"in {report.seconds:.1f} s; "
     )
     summary.append(verdict)

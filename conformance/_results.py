@@ -38,7 +38,12 @@ class Failure:
     response: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "request": self.request, "curl": self.curl, "response": self.response}
+        return {
+            "message": self.message,
+            "request": self.request,
+            "curl": self.curl,
+            "response": self.response,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +156,9 @@ class Report:
             "seconds": round(self.seconds, 3),
             "counts": self.counts(),
             "exit_status": self.exit_status,
-            "restore": None if self.restore is None else {"ok": self.restore.ok, "message": self.restore.message},
+            "restore": None
+            if self.restore is None
+            else {"ok": self.restore.ok, "message": self.restore.message},
             "notes": list(self.notes),
             "results": [r.to_dict() for r in self.results],
         }

@@ -16,7 +16,7 @@ import httpx
 from conformance._context import HARMLESS_ATTRIBUTE, Abort, Context, Session, Skip, digest
 from conformance._model import compatibility_notes
 from conformance._pacing import NoPacing, Pacer, default_pacer
-from conformance._registry import Check, CheckLevel, select_checks
+from conformance._registry import Check, CheckLevel, order_key, select_checks
 from conformance._results import Outcome, Report, Restore, Result
 from conformance._target import Settings, Target
 
@@ -49,7 +49,7 @@ async def run_conformance(
         ValueError: ``select``/``skip`` names an unknown check or group.
     """
     settings = settings or Settings()
-    checks = sorted(select_checks(list(select), list(skip)), key=lambda c: (c.phase, c.id))
+    checks = sorted(select_checks(list(select), list(skip)), key=lambda c: (c.phase, *order_key(c)))
     if pacer is None:
         pacer = NoPacing() if target.emulator else default_pacer()
     started = time.monotonic()
@@ -159,19 +159,27 @@ async def _restore(session: Session) -> Restore | None:
             ),
         )
     try:
-        ex = await ctx.write(f"restore: revert to version {found.version}", {"revertToVersionId": found.version}, now.version)
+        ex = await ctx.write(
+            f"restore: revert to version {found.version}", {"revertToVersionId": found.version}, now.version
+        )
         if ex.status != 200:
             raise Abort(f"the revert answered {ex.status} {ex.error_code() or ''}".rstrip(), ex)
         after = await ctx.settled()
-        if session.found_digest is not None and digest(await ctx.metadata(after.version)) != session.found_digest:
+        if (
+            session.found_digest is not None
+            and digest(await ctx.metadata(after.version)) != session.found_digest
+        ):
             raise Abort(f"version {after.version} does not have the content of version {found.version}")
     except Abort as exc:
         return Restore(
             ok=False,
             message=(
-                f"RESTORE FAILED: the image set is at version {now.version} or later, not back at the content "
+                f"RESTORE FAILED: the image set is at version {now.version} or later, "
+                "not back at the content "
                 f"of version {found.version} ({exc.message}). The suite's writes touched only "
                 f"{HARMLESS_ATTRIBUTE}; revert it with revertToVersionId={found.version}."
             ),
         )
-    return Restore(ok=True, message=f"reverted to the content of version {found.version} (now version {after.version})")
+    return Restore(
+        ok=True, message=f"reverted to the content of version {found.version} (now version {after.version})"
+    )

@@ -116,7 +116,9 @@ class Mutant:
 
 def error(status: int, code: str, message: str = "broken endpoint") -> web.Response:
     return web.json_response(
-        {"message": message}, status=status, headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())}
+        {"message": message},
+        status=status,
+        headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())},
     )
 
 
@@ -224,7 +226,11 @@ class BrokenEndpoint:
             )
         if mutant and mutant.after:
             mutant.after(req, resp, self.emu)
-        out = {k: v for k, v in resp.headers.items() if k not in ("content-length", "transfer-encoding", "date", "server")}
+        out = {
+            k: v
+            for k, v in resp.headers.items()
+            if k not in ("content-length", "transfer-encoding", "date", "server")
+        }
         return web.Response(status=resp.status, body=resp.body, headers=out)
 
     def _inner_url(self, req: Req, raw_query: str | None = None) -> str:

@@ -49,10 +49,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--allow-writes",
         action="store_true",
-        help=f"allow accepted updates (of one study-level attribute); the image set is reverted afterwards",
+        help="allow accepted updates (of one study-level attribute); the image set is reverted afterwards",
     )
     sel = p.add_argument_group("selection")
-    sel.add_argument("--select", action="append", default=[], metavar="IDS", help="ids or groups, e.g. RV,OC01")
+    sel.add_argument(
+        "--select", action="append", default=[], metavar="IDS", help="ids or groups, e.g. RV,OC01"
+    )
     sel.add_argument("--skip", action="append", default=[], metavar="IDS", help="ids or groups to leave out")
     sel.add_argument(
         "--expect",
@@ -68,12 +70,18 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here")
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     tune = p.add_argument_group("tuning")
-    tune.add_argument("--time-bound", type=_positive, default=5.0, help="RB09: seconds per answer (default 5)")
-    tune.add_argument("--request-timeout", type=_positive, default=30.0, help="seconds before giving up on one")
+    tune.add_argument(
+        "--time-bound", type=_positive, default=5.0, help="RB09: seconds per answer (default 5)"
+    )
+    tune.add_argument(
+        "--request-timeout", type=_positive, default=30.0, help="seconds before giving up on one"
+    )
     tune.add_argument("--settle-timeout", type=_positive, default=120.0, help="seconds an update may take")
     tune.add_argument("--examples", type=int, default=40, help="RB08 generated requests (default 40)")
     tune.add_argument("--seed", type=int, default=0, help="RB08 random seed (default 0)")
-    tune.add_argument("--no-pacing", action="store_true", help="do not pace requests to the documented quotas")
+    tune.add_argument(
+        "--no-pacing", action="store_true", help="do not pace requests to the documented quotas"
+    )
     p.set_defaults(run=run)
 
 
@@ -102,23 +110,26 @@ def _target(args: argparse.Namespace) -> Any:
     token = args.session_token or (frozen.token if frozen else None)
     region = args.region or os.environ.get("AWS_REGION") or session.get_config_variable("region")
     if not key or not secret:
-        raise ValueError("no credentials: pass --access-key-id/--secret-access-key or configure AWS credentials")
+        raise ValueError(
+            "no credentials: pass --access-key-id/--secret-access-key or configure AWS credentials"
+        )
     if not region:
         raise ValueError("no region: pass --region or set AWS_REGION")
     return Target(
         endpoint_url=args.endpoint,
-        credentials=Credentials(access_key_id=key, secret_access_key=secret, session_token=token, region=region),
+        credentials=Credentials(
+            access_key_id=key, secret_access_key=secret, session_token=token, region=region
+        ),
         datastore_id=args.datastore_id,
         image_set_id=args.image_set_id,
         allow_writes=args.allow_writes,
     )
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(args: argparse.Namespace) -> Any:
     from rich.console import Console
 
     from conformance import NoPacing, Settings, emulator_target, run_conformance
-    from conformance._report import print_report, to_json, to_junit_xml
 
     settings = Settings(
         request_timeout=args.request_timeout,
@@ -143,20 +154,27 @@ async def _main(args: argparse.Namespace) -> int:
     }
     if args.emulator:
         async with emulator_target() as target:
-            report = await run_conformance(target, **kwargs)
-    else:
-        report = await run_conformance(_target(args), **kwargs)
+            return await run_conformance(target, **kwargs)
+    return await run_conformance(_target(args), **kwargs)
+
+
+def _output(args: argparse.Namespace, report: Any) -> int:
+    from rich.console import Console
+
+    from conformance._report import print_report, to_json, to_junit_xml
+
     if args.json == "-":
         to_json(report, sys.stdout)
     else:
-        print_report(report, Console())
+        print_report(report, Console() if sys.stdout.isatty() else Console(width=140))
         if args.json:
             with open(args.json, "w", encoding="utf-8") as fp:
                 to_json(report, fp)
     if args.junit:
         with open(args.junit, "w", encoding="utf-8") as fp:
             fp.write(to_junit_xml(report))
-    return report.exit_status
+    status: int = report.exit_status
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,13 +183,17 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list_checks()
     if not args.emulator and not args.endpoint:
-        print("async-hi conformance: give --endpoint URL (with --datastore-id, --image-set-id) or --emulator", file=sys.stderr)
+        print(
+            "async-hi conformance: give --endpoint URL (with --datastore-id, --image-set-id) or --emulator",
+            file=sys.stderr,
+        )
         return 2
     try:
         from conformance import select_checks
 
         select_checks(args.select, args.skip)
-        return anyio.run(_main, args)
+        report = anyio.run(_main, args)
     except ValueError as exc:
         print(f"async-hi conformance: {exc}", file=sys.stderr)
         return 2
+    return _output(args, report)

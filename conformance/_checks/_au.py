@@ -45,7 +45,9 @@ async def au06(ctx: Context) -> None:
     before = await ctx.snapshot()
     doc_before = digest(await ctx.metadata(before.version))
     for mode in (Signing.UNSIGNED, Signing.TAMPERED, Signing.WRONG_REGION):
-        probe = ctx.update_probe(f"update, {mode.value}", ctx.marker_update(), version=before.version, signing=mode)
+        probe = ctx.update_probe(
+            f"update, {mode.value}", ctx.marker_update(), version=before.version, signing=mode
+        )
         if ctx.vet(probe, "semantics"):
             await ctx.send(probe)
     after = await ctx.settled()

@@ -8,6 +8,7 @@ themselves: a 400, a 403, a 404 and a 409.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from botocore.errorfactory import ClientExceptionsFactory
 from botocore.parsers import create_parser
@@ -68,12 +69,16 @@ async def er01(ctx: Context) -> None:
     _passed(ctx, errors)
 
 
-@check("ER02", MUST, "error code resolvable: x-amzn-ErrorType, else body code, else __type", phase=Phase.REVIEW)
+@check(
+    "ER02", MUST, "error code resolvable: x-amzn-ErrorType, else body code, else __type", phase=Phase.REVIEW
+)
 async def er02(ctx: Context) -> None:
     errors = await _errors(ctx)
     for ex in errors:
         if ex.error_code() is None:
-            ctx.fail(f"{ex.label}: {ex.status} without an error code (no x-amzn-ErrorType, code or __type)", ex)
+            ctx.fail(
+                f"{ex.label}: {ex.status} without an error code (no x-amzn-ErrorType, code or __type)", ex
+            )
     _passed(ctx, errors)
 
 
@@ -111,11 +116,12 @@ def _exceptions() -> object:
 async def er05(ctx: Context) -> None:
     errors = await _errors(ctx)
     parser = create_parser("rest-json")
+    no_shape: Any = None  # parse as botocore does for an error: without an output shape
     modeled = set(contract.error_codes())
     for ex in errors:
         try:
             parsed = parser.parse(
-                {"status_code": ex.status, "headers": ex.response_headers, "body": ex.response_body}, None
+                {"status_code": ex.status, "headers": ex.response_headers, "body": ex.response_body}, no_shape
             )
             code = str(parsed.get("Error", {}).get("Code", ""))
         except Exception as exc:  # botocore's parsers raise many kinds on bad bodies

@@ -55,8 +55,12 @@ def _documents() -> Any:
     return st.fixed_dictionaries(
         {"SchemaVersion": st.sampled_from([1.1, "1.1"])},
         optional={
-            "Patient": st.fixed_dictionaries({"DICOM": st.dictionaries(st.sampled_from(patient), values, max_size=3)}),
-            "Study": st.fixed_dictionaries({"DICOM": st.dictionaries(st.sampled_from(study), values, max_size=3)}),
+            "Patient": st.fixed_dictionaries(
+                {"DICOM": st.dictionaries(st.sampled_from(patient), values, max_size=3)}
+            ),
+            "Study": st.fixed_dictionaries(
+                {"DICOM": st.dictionaries(st.sampled_from(study), values, max_size=3)}
+            ),
         },
     )
 
@@ -76,7 +80,7 @@ def strategy_for(shp: Shape) -> Any:
         members = shp.members  # type: ignore[attr-defined]
         if shp.metadata.get("union"):
             return st.one_of([strategy_for(m).map(lambda v, n=name: {n: v}) for name, m in members.items()])
-        required = {n: strategy_for(members[n]) for n in shp.required_members}  # type: ignore[attr-defined]
+        required = {n: strategy_for(members[n]) for n in shp.required_members}
         optional = {n: strategy_for(m) for n, m in members.items() if n not in required}
         return st.fixed_dictionaries(required, optional=optional)
     if kind == "string":

@@ -22,11 +22,18 @@ async def oc01(ctx: Context) -> None:
 async def oc02(ctx: Context) -> None:
     v = (await ctx.snapshot()).version
     ahead = str(int(v) + 1)
-    probe = ctx.update_probe(f"latestVersion {ahead} ahead of current {v}", ctx.marker_update(), version=ahead)
+    probe = ctx.update_probe(
+        f"latestVersion {ahead} ahead of current {v}", ctx.marker_update(), version=ahead
+    )
     await ctx.refused(probe, {409, 400}, CONFLICT + VALIDATION, basis="semantics")
 
 
-@check("OC03", MUST, "parallel updates with the same latestVersion -> exactly one 200, the rest 409/429", writes=True)
+@check(
+    "OC03",
+    MUST,
+    "parallel updates with the same latestVersion -> exactly one 200, the rest 409/429",
+    writes=True,
+)
 async def oc03(ctx: Context) -> None:
     before = await ctx.settled()
     n = ctx.settings.writers
@@ -99,7 +106,9 @@ async def oc06(ctx: Context) -> None:
         probe = ctx.update_probe(label, ctx.marker_update(), version=version)
         if ctx.vet(probe, "semantics"):
             await ctx.send(probe)
-    bad = ctx.update_probe("both union members", {**ctx.marker_update(), "revertToVersionId": "1"}, version=str(v))
+    bad = ctx.update_probe(
+        "both union members", {**ctx.marker_update(), "revertToVersionId": "1"}, version=str(v)
+    )
     if ctx.vet(bad, "model"):
         await ctx.send(bad)
     after = await ctx.snapshot()

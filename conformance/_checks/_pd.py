@@ -37,10 +37,10 @@ async def pd03(ctx: Context) -> None:
 
 
 async def _answered(ctx: Context) -> list[Exchange]:
-    answered = [ex for ex in ctx.session.exchanges if ex.status is not None]
-    if not any(ex.status < 300 for ex in answered):
+    statuses = [ex.status for ex in ctx.session.exchanges if ex.status is not None]
+    if not any(s < 300 for s in statuses):
         await ctx.get_image_set()
-    if not any(ex.status >= 400 for ex in answered):
+    if not any(s >= 400 for s in statuses):
         probe = ctx.update_probe("latestVersion=abc", ctx.marker_update(), version="abc")
         if ctx.vet(probe, "model"):
             await ctx.send(probe)
@@ -60,10 +60,12 @@ async def pd04(ctx: Context) -> None:
 @check("PD05", SHOULD, "request ids are unique", phase=Phase.REVIEW)
 async def pd05(ctx: Context) -> None:
     answered = await _answered(ctx)
-    ids = collections.Counter(ex.header("x-amzn-requestid") for ex in answered if ex.header("x-amzn-requestid"))
+    ids = collections.Counter(
+        ex.header("x-amzn-requestid") for ex in answered if ex.header("x-amzn-requestid")
+    )
     repeated = {rid: n for rid, n in ids.items() if n > 1}
     if repeated:
-        rid, n = max(repeated.items(), key=lambda kv: kv[1])
+        _rid, n = max(repeated.items(), key=lambda kv: kv[1])
         ctx.fail(f"{len(repeated)} request ids repeat (one of them {n} times among {len(answered)} answers)")
 
 
@@ -87,7 +89,12 @@ async def pd07(ctx: Context) -> None:
         return
     v = (await ctx.settled()).version
     ex = await ctx.send(
-        ctx.update_probe("force before latestVersion", ctx.marker_update(), version=None, query=[("force", "false"), ("latestVersion", v)])
+        ctx.update_probe(
+            "force before latestVersion",
+            ctx.marker_update(),
+            version=None,
+            query=[("force", "false"), ("latestVersion", v)],
+        )
     )
     ctx.expect(ex, {200}, None)
     await ctx.settled()

@@ -27,7 +27,7 @@ async def rb01(ctx: Context) -> None:
         await ctx.refused(ctx.update_probe(label, body, version=v), {400}, MALFORMED)
 
 
-@check("RB02", MUST, "JSON of the wrong type ([], 10, null, \"x\", true) -> 400")
+@check("RB02", MUST, 'JSON of the wrong type ([], 10, null, "x", true) -> 400')
 async def rb02(ctx: Context) -> None:
     v = await current_version(ctx)
     for body in (b"[]", b"10", b"null", b'"x"', b"true"):
@@ -78,8 +78,13 @@ async def rb06(ctx: Context) -> None:
 async def rb07(ctx: Context) -> None:
     v = await current_version(ctx)
     long_id = "a" * 3000
-    for label, d, i in (("3000-character datastoreId", long_id, None), ("3000-character imageSetId", None, long_id)):
-        ex = await ctx.refused(ctx.update_probe(label, ctx.marker_update(), version=v, d=d, i=i), {400}, VALIDATION)
+    for label, d, i in (
+        ("3000-character datastoreId", long_id, None),
+        ("3000-character imageSetId", None, long_id),
+    ):
+        ex = await ctx.refused(
+            ctx.update_probe(label, ctx.marker_update(), version=v, d=d, i=i), {400}, VALIDATION
+        )
         if ex is not None and ex.elapsed > ctx.settings.time_bound:
             ctx.fail(f"{label}: answered after {ex.elapsed:.1f} s", ex)
 

@@ -87,7 +87,9 @@ async def rv09(ctx: Context) -> None:
     v = await current_version(ctx)
     for bad in ("YmxvYg=", "xyz", True, 123):
         body = {"DICOMUpdates": {"updatableAttributes": bad}}
-        await ctx.refused(ctx.update_probe(f"updatableAttributes {bad!r}", body, version=v), {400}, VALIDATION)
+        await ctx.refused(
+            ctx.update_probe(f"updatableAttributes {bad!r}", body, version=v), {400}, VALIDATION
+        )
 
 
 @check("RV10", MUST, "attribute blob decoding to 0 bytes -> 400")
@@ -156,9 +158,13 @@ async def rv15(ctx: Context) -> None:
     await ctx.refused(probe, {400}, VALIDATION, basis="semantics")
 
 
-@check("RV16", MUST, "well-formed update of an image set that does not exist -> 404 ResourceNotFoundException")
+@check(
+    "RV16", MUST, "well-formed update of an image set that does not exist -> 404 ResourceNotFoundException"
+)
 async def rv16(ctx: Context) -> None:
-    probe = ctx.update_probe("image set that does not exist", ctx.marker_update(), version="1", i=other_id(ctx.i))
+    probe = ctx.update_probe(
+        "image set that does not exist", ctx.marker_update(), version="1", i=other_id(ctx.i)
+    )
     await ctx.refused(probe, {404}, NOT_FOUND, basis="semantics")
 
 

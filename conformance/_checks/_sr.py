@@ -107,7 +107,12 @@ async def sr07(ctx: Context) -> None:
             ctx.fail(f"{ex.label}: {p}", ex)
 
 
-@check("SR08", MUST, "the response parses with botocore's rest-json parser and a strict epoch parser", writes=True)
+@check(
+    "SR08",
+    MUST,
+    "the response parses with botocore's rest-json parser and a strict epoch parser",
+    writes=True,
+)
 async def sr08(ctx: Context) -> None:
     ex, body = await _body(ctx)
     shape = _output()

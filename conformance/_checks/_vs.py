@@ -29,10 +29,18 @@ async def vs01(ctx: Context) -> None:
     new = _new_version(ctx, first.exchange.json_or_none())
     want = str(int(first.before.version) + 1)
     if new != want:
-        ctx.fail(f"update of version {first.before.version} returned latestVersionId {new}, expected {want}", first.exchange)
+        ctx.fail(
+            f"update of version {first.before.version} returned latestVersionId {new}, expected {want}",
+            first.exchange,
+        )
 
 
-@check("VS02", MUST, "the update shows in the new version (set, then removed); old versions unchanged", writes=True)
+@check(
+    "VS02",
+    MUST,
+    "the update shows in the new version (set, then removed); old versions unchanged",
+    writes=True,
+)
 async def vs02(ctx: Context) -> None:
     first = await ctx.first_write()
     new = _new_version(ctx, first.exchange.json_or_none())
@@ -44,7 +52,9 @@ async def vs02(ctx: Context) -> None:
     current = await ctx.settled()
     doc = {"SchemaVersion": 1.1, "Study": {"DICOM": {HARMLESS_ATTRIBUTE: first.marker}}}
     ex = await ctx.write(
-        f"removal of {HARMLESS_ATTRIBUTE}", {"DICOMUpdates": {"removableAttributes": blob(doc)}}, current.version
+        f"removal of {HARMLESS_ATTRIBUTE}",
+        {"DICOMUpdates": {"removableAttributes": blob(doc)}},
+        current.version,
     )
     if ex.status != 200:
         ctx.fail(f"a valid removal was not accepted ({ex.status})", ex)
@@ -57,7 +67,9 @@ async def vs02(ctx: Context) -> None:
         ctx.fail(f"version {current.version} lost its {HARMLESS_ATTRIBUTE} after a later removal")
 
 
-@check("VS03", MUST, "revert to an older version -> 200, a new higher version with the old content", writes=True)
+@check(
+    "VS03", MUST, "revert to an older version -> 200, a new higher version with the old content", writes=True
+)
 async def vs03(ctx: Context) -> None:
     found = ctx.session.found
     if found is None or ctx.session.found_digest is None:
@@ -68,7 +80,9 @@ async def vs03(ctx: Context) -> None:
         current = await ctx.settled()
         if current.version == found.version:
             raise Abort("an accepted update did not change the current version")
-    ex = await ctx.write(f"revert to version {found.version}", {"revertToVersionId": found.version}, current.version)
+    ex = await ctx.write(
+        f"revert to version {found.version}", {"revertToVersionId": found.version}, current.version
+    )
     if not ctx.expect(ex, {200}, None):
         return
     new = _new_version(ctx, ex.json_or_none())
@@ -84,7 +98,9 @@ async def vs03(ctx: Context) -> None:
 async def vs04(ctx: Context) -> None:
     v = (await ctx.snapshot()).version
     missing = str(int(v) + 100)
-    probe = ctx.update_probe(f"revert to missing version {missing}", {"revertToVersionId": missing}, version=v)
+    probe = ctx.update_probe(
+        f"revert to missing version {missing}", {"revertToVersionId": missing}, version=v
+    )
     await ctx.refused(probe, {400, 404}, VALIDATION + NOT_FOUND, basis="semantics")
 
 
@@ -113,4 +129,6 @@ async def vs05(ctx: Context) -> None:
     want = [str(n) for n in range(int(current.version), 0, -1)]
     if seen != want:
         head = ", ".join(seen[:6]) + (" ..." if len(seen) > 6 else "")
-        ctx.fail(f"listed versions [{head}] ({len(seen)}), expected {current.version} down to 1 ({len(want)})")
+        ctx.fail(
+            f"listed versions [{head}] ({len(seen)}), expected {current.version} down to 1 ({len(want)})"
+        )
