@@ -274,12 +274,9 @@ class Context:
             raise Abort(f"GetImageSet of the target image set answered {_said(ex)}", ex)
         problems = [p for p in _model.output_problems("GetImageSet", body) if "unknown member" not in p]
         if problems:
-            raise Abort(
-                "GetImageSet answered 200 but not a GetImageSet response ("
-                + "; ".join(problems[:3])
-                + "): is this a HealthImaging endpoint?",
-                ex,
-            )
+            missing = [p.rsplit(" ", 1)[-1] for p in problems if "missing required member" in p]
+            what = f"without {', '.join(missing)}" if missing else "; ".join(problems[:3])
+            raise Abort(f"GetImageSet answered 200 {what}: is this a HealthImaging endpoint?", ex)
         return Snapshot(
             str(body["versionId"]), str(body["imageSetState"]), str(body.get("imageSetWorkflowStatus"))
         )

@@ -172,7 +172,7 @@ class Exchange:
             if low == "authorization":
                 masked = _mask_authorization(value)
                 if signed:
-                    comment = f"# signed with SigV4 ({self.probe.signing.value}): {masked}\n"
+                    comment = f"# SigV4: {masked}\n"
                     continue
                 value = masked
             elif low == "x-amz-security-token":
@@ -283,7 +283,7 @@ async def send_probe(
     qs = probe.query_string()
     url = endpoint_url.rstrip("/") + probe.path + (f"?{qs}" if qs else "")
     headers: dict[str, str] = {}
-    if probe.content_type is not None:
+    if probe.content_type is not None and probe.body:
         headers["Content-Type"] = probe.content_type
     if probe.signing is not Signing.UNSIGNED:
         headers = _sign(probe, url, creds, headers)

@@ -6,8 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from typing import IO
 
-from rich.console import Console, Group
-from rich.panel import Panel
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -45,24 +44,19 @@ def _table(report: Report) -> Table:
     return table
 
 
-def _failure_block(r: Result) -> Panel:
-    parts: list[Text] = []
-    for f in r.failures:
-        parts.append(Text(f"- {f.message}", style="bold"))
-        if f.request:
-            parts.append(Text(f"  {f.request}"))
-        if f.curl:
-            parts.append(Text(f.curl, style="cyan"))
-        if f.response:
-            parts.append(Text(f.response, style="dim"))
-    for n in r.notes:
-        parts.append(Text(f"note: {n}", style="dim"))
+def _print_failures(console: Console, r: Result) -> None:
     style = "red" if r.outcome is Outcome.FAIL else "yellow"
-    return Panel(
-        Group(*parts),
-        title=f"{r.check.id} {r.outcome.value.upper()}: {r.check.description}",
-        border_style=style,
+    console.rule(
+        Text(f"{r.check.id} {r.outcome.value.upper()}: {r.check.description}", style=style), align="left"
     )
+    # soft wrap: curl commands stay on one line, ready to copy
+    for f in r.failures:
+        console.print(Text(f"- {f.message}", style="bold"), soft_wrap=True)
+        for line, look in ((f.request, ""), (f.curl, "cyan"), (f.response, "dim")):
+            if line:
+                console.print(Text(line, style=look), soft_wrap=True)
+    for n in r.notes:
+        console.print(Text(f"note: {n}", style="dim"), soft_wrap=True)
 
 
 def print_report(report: Report, console: Console | None = None, *, details: bool = True) -> None:
@@ -81,7 +75,7 @@ def print_report(report: Report, console: Console | None = None, *, details: boo
     if details:
         for r in report.results:
             if r.outcome in (Outcome.FAIL, Outcome.WARN):
-                console.print(_failure_block(r))
+                _print_failures(console, r)
         for note in report.notes:
             console.print(Text(f"note: {note}", style="dim"))
     if report.restore is not None:

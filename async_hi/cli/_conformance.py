@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -166,7 +167,8 @@ def _output(args: argparse.Namespace, report: Any) -> int:
     if args.json == "-":
         to_json(report, sys.stdout)
     else:
-        print_report(report, Console() if sys.stdout.isatty() else Console(width=140))
+        width = None if sys.stdout.isatty() else shutil.get_terminal_size((140, 24)).columns
+        print_report(report, Console(width=width))
         if args.json:
             with open(args.json, "w", encoding="utf-8") as fp:
                 to_json(report, fp)
