@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
@@ -129,8 +129,17 @@ class Context:
 
     # -- sending ---------------------------------------------------------------
 
-    async def send(self, probe: Probe, *, sensitive: bool = False) -> Exchange:
-        """Send ``probe`` (paced per operation; 429s are retried a few times) and keep the exchange."""
+    async def send(
+        self, probe: Probe, *, sensitive: bool = False, gate: Callable[[], Awaitable[None]] | None = None
+    ) -> Exchange:
+        """Send ``probe`` (paced per operation; 429s are retried a few times) and keep the exchange.
+
+        Args:
+            probe: the request.
+            sensitive: the answer may hold PHI (never shown in reports).
+            gate: awaited after the pacer lets the request go and just before
+                it is sent (it may raise :class:`Skip` when the moment passed).
+        """
         if self.session.unreachable:
             raise Abort(self.session.unreachable)
         pacer = self.session.pacer
@@ -138,6 +147,8 @@ class Context:
         for attempt in range(5):
             await pacer.acquire(probe.operation)
             try:
+                if gate is not None:
+                    await gate()
                 exchange = await send_probe(
                     self.session.http,
                     self.target.endpoint_url,

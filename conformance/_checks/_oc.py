@@ -73,13 +73,19 @@ async def oc04(ctx: Context) -> None:
     body = first.json_or_none()
     new = body.get("latestVersionId") if isinstance(body, dict) else None
     new = new if isinstance(new, str) and new.isdigit() else str(int(before.version) + 1)
-    snap = await ctx.snapshot()
-    if snap.state != "LOCKED" and snap.workflow not in ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY"):
-        raise Skip("the image set was not LOCKED right after an accepted update (window too short to test)")
+    seen: list[str] = []
+
+    async def still_locked() -> None:
+        # checked after the pacer's wait, right before the write: at 0.25 tps the window may be over
+        snap = await ctx.snapshot()
+        if snap.state != "LOCKED" and snap.workflow not in ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY"):
+            raise Skip("the image set was no longer LOCKED when the next write could be sent")
+        seen.append(snap.state)
+
     probe = ctx.update_probe(f"update while LOCKED (latestVersion {new})", ctx.marker_update(), version=new)
-    ex = await ctx.send(probe)
+    ex = await ctx.send(probe, gate=still_locked)
     if ex.status == 200:
-        ctx.fail(f"{probe.label}: accepted although GetImageSet said {snap.state} just before", ex)
+        ctx.fail(f"{probe.label}: accepted although GetImageSet said {seen[-1]} just before", ex)
     else:
         ctx.expect(ex, {409}, CONFLICT)
 
