@@ -10,6 +10,7 @@ the first at once, and a throttle pushes the next request back.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -111,8 +112,9 @@ def default_pacer(quotas: Mapping[str, Quota] | None = None) -> Pacer:
     """
     table = dict(DEFAULT_QUOTAS if quotas is None else quotas)
     try:
-        from async_hi._limiter import LimiterConfig, TokenBucketLimiter  # type: ignore[import-not-found]
+        # looked up by name: the SDK's limiter is optional here and this keeps mypy quiet either way
+        sdk = importlib.import_module("async_hi._limiter")
     except ImportError:
         return IntervalPacer(table)
-    limiter: Pacer = TokenBucketLimiter(LimiterConfig(quotas=table))
+    limiter: Pacer = sdk.TokenBucketLimiter(sdk.LimiterConfig(quotas=table))
     return limiter

@@ -318,3 +318,20 @@ def test_terminal_report_is_grouped_and_loud_about_a_failed_restore() -> None:
     assert "authentication" in text
     assert "RESTORE FAILED" in text
     assert "1 MUST check(s) failed" in text
+
+
+def test_default_pacer_prefers_the_sdk_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from conformance._pacing import default_pacer
+
+    monkeypatch.setitem(sys.modules, "async_hi._limiter", None)  # absent: the minimal pacer
+    assert isinstance(default_pacer(), IntervalPacer)
+    made: list[Any] = []
+    fake = types.ModuleType("async_hi._limiter")
+    fake.LimiterConfig = lambda quotas: ("config", dict(quotas))  # type: ignore[attr-defined]
+    fake.TokenBucketLimiter = lambda config: made.append(config) or NoPacing()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "async_hi._limiter", fake)
+    assert isinstance(default_pacer(), NoPacing)
+    assert made[0][1]["UpdateImageSetMetadata"].rate == 0.25
