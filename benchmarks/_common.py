@@ -1,0 +1,206 @@
+"""What every scenario shares: the row, the sizes, the emulator process, the machine note, the table.
+
+A scenario is a module with ``NAME``, ``TITLE`` and ``run(mode) -> list[Row]``,
+where ``mode`` is ``"tiny"`` (the smoke test), ``"quick"`` or ``"full"``.
+Each row puts its headline ratio first (against the scenario's baseline, in
+the same run), then its absolute figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any, Literal
+
+import httpx
+
+from async_hi.emulator import EmulatorProcess
+
+Mode = Literal["tiny", "quick", "full"]
+UPD = "UpdateImageSetMetadata"
+GET = "GetImageSet"
+
+
+@dataclass(slots=True, kw_only=True)
+class Row:
+    """One contestant of one scenario.
+
+    Args:
+        scenario: the scenario's name.
+        client: who ran it, and how.
+        ratio: the headline ratio (``ratio_of`` says of what); None when the row is a baseline
+            or the scenario has no ratio.
+        ratio_of: what the ratio is, e.g. ``"throughput / aiobotocore gather"``.
+        target: the promised bound, e.g. ``">= 0.9"``; empty when none.
+        met: whether the target is met (None: no target).
+        figures: the absolute figures, in display order.
+        note: why a target was missed, or what to know when reading the row.
+    """
+
+    scenario: str
+    client: str
+    ratio: float | None = None
+    ratio_of: str = ""
+    target: str = ""
+    met: bool | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def pick(mode: Mode, tiny: Any, quick: Any, full: Any) -> Any:
+    """The size for ``mode``."""
+    return {"tiny": tiny, "quick": quick, "full": full}[mode]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115 (tiny read)
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for pkg in ("aiobotocore", "botocore", "boto3", "aiohttp", "anyio"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[pkg] = metadata.version(pkg)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "packages": versions,
+    }
+
+
+def machine_line(m: Mapping[str, Any]) -> str:
+    pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    return f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['system']}; {pkgs}"
+
+
+# -- the emulator in its own process ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def emulator(*args: str) -> Iterator[EmulatorProcess]:
+    """``async-hi emulator`` in a child process (its own event loop and core)."""
+    with EmulatorProcess(list(args)) as proc:
+        yield proc
+
+
+def client_kwargs(info: Mapping[str, Any]) -> dict[str, str]:
+    """Keyword arguments for ``HealthImagingClient`` from the emulator's info line."""
+    return {k: info[k] for k in ("endpoint_url", "region", "aws_access_key_id", "aws_secret_access_key")}
+
+
+async def server_stats(endpoint_url: str) -> dict[str, int]:
+    """Requests per "Operation status" the emulator saw (e.g. ``"UpdateImageSetMetadata 429"``)."""
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{endpoint_url}/_emulator/stats")
+        r.raise_for_status()
+        out: dict[str, int] = r.json()["requests"]
+        return out
+
+
+async def server_history(endpoint_url: str, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
+    """Every version of an image set, oldest first, with its metadata (the emulator's ground truth)."""
+    async with httpx.AsyncClient() as http:
+        url = f"{endpoint_url}/_emulator/datastores/{datastore_id}/imageSets/{image_set_id}/history"
+        r = await http.get(url)
+        r.raise_for_status()
+        out: list[dict[str, Any]] = r.json()["versions"]
+        return out
+
+
+def count(stats: Mapping[str, int], operation: str, status: int | None = None) -> int:
+    """Requests of ``operation`` (with ``status``, or all) in ``server_stats`` output."""
+    return sum(v for k, v in stats.items() if k.split()[0] == operation and (status is None or k.endswith(f" {status}")))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100), nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+class Timer:
+    """Seconds since construction (monotonic)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.start
+
+
+def run_async(coro: Any) -> Any:
+    """Run one scenario coroutine on a fresh asyncio loop."""
+    return asyncio.run(coro)
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "n/a"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _met(row: Row) -> str:
+    if row.met is None:
+        return ""
+    return "yes" if row.met else "**no**"
+
+
+def table(rows: Sequence[Row]) -> str:
+    """One Markdown table: ratio first, then the target, then the absolute figures."""
+    lines = [
+        "| scenario | client | ratio | of | target | met | figures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:.3f}"
+        figures = ", ".join(f"{k} {_fmt(v)}" for k, v in r.figures.items())
+        if r.note:
+            figures = f"{figures}; {r.note}" if figures else r.note
+        lines.append(
+            f"| {r.scenario} | {r.client} | {ratio} | {r.ratio_of} | {r.target} | {_met(r)} | {figures} |"
+        )
+    return "\n".join(lines)
+
+
+def to_json(rows: Sequence[Row], *, mode: str, seconds: float) -> str:
+    return json.dumps(
+        {"mode": mode, "seconds": seconds, "machine": machine(), "rows": [asdict(r) for r in rows]},
+        indent=2,
+        default=str,
+    )
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,145 @@
+"""Overhead: many updates on distinct image sets, quotas off; how close each client gets to the ceiling.
+
+Each contestant gets a fresh emulator process (quotas off, no LOCKED window,
+SigV4 checking off so the unsigned raw client can run) seeded with N image
+sets, and applies one update to each, ``concurrency`` at a time; every
+contestant reads the version (GetImageSet) then writes (UpdateImageSetMetadata).
+The ratio is throughput against aiobotocore ``asyncio.gather`` in the same run.
+The raw unsigned aiohttp client is the ceiling the emulator sets: no client
+can beat it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+
+from async_hi import HealthImagingClient, MetadataUpdate, UpdateBuilder
+from benchmarks import _baselines as base
+from benchmarks._common import Mode, Row, client_kwargs, emulator, pick, progress, run_async
+from benchmarks._ours import RUNNER, apply_all, unlimited
+
+NAME = "overhead"
+TITLE = "Overhead: distinct image sets, quotas off"
+
+Contestant = Callable[[dict[str, Any], list[MetadataUpdate], int], Awaitable[int]]
+
+
+def _updates(info: dict[str, Any]) -> list[MetadataUpdate]:
+    d = info["datastore_id"]
+    return [UpdateBuilder(d, i).study(StudyDescription=f"O{k}").build() for k, i in enumerate(info["image_set_ids"])]
+
+
+async def _ours(info: dict[str, Any], updates: list[MetadataUpdate], c: int) -> int:
+    async with HealthImagingClient(
+        limiter_config=unlimited(c), max_pool_connections=c, **client_kwargs(info)
+    ) as hi:
+        done = await apply_all(hi, updates, concurrency=c)
+    return sum(not d.ok for d in done)
+
+
+async def _aiobotocore(info: dict[str, Any], updates: list[MetadataUpdate], c: int) -> int:
+    failures = 0
+    gate = asyncio.Semaphore(c)
+    async with base.aiobotocore_client(info, pool=c) as raw:
+
+        async def one(u: MetadataUpdate) -> None:
+            nonlocal failures
+            async with gate:
+                try:
+                    await base.aio_update(raw, u)
+                except Exception:
+                    failures += 1
+
+        await asyncio.gather(*(one(u) for u in updates))
+    return failures
+
+
+async def _boto3(info: dict[str, Any], updates: list[MetadataUpdate], c: int) -> int:
+    client = base.boto3_client(info, pool=c)
+
+    def one(u: MetadataUpdate) -> bool:
+        try:
+            base.boto3_update(client, u)
+        except Exception:
+            return False
+        return True
+
+    def all_of_them() -> int:
+        with ThreadPoolExecutor(max_workers=c) as pool:
+            return sum(not ok for ok in pool.map(one, updates))
+
+    return await asyncio.to_thread(all_of_them)
+
+
+async def _raw(info: dict[str, Any], updates: list[MetadataUpdate], c: int) -> int:
+    gate = asyncio.Semaphore(c)
+    failures = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as http:
+
+        async def one(u: MetadataUpdate) -> None:
+            nonlocal failures
+            async with gate:
+                if not await base.raw_update(http, info["endpoint_url"], u):
+                    failures += 1
+
+        await asyncio.gather(*(one(u) for u in updates))
+    return failures
+
+
+CONTESTANTS: list[tuple[str, Contestant]] = [
+    ("aiobotocore asyncio.gather", _aiobotocore),
+    (f"async-hi {RUNNER}", _ours),
+    ("boto3 + ThreadPoolExecutor", _boto3),
+    ("raw aiohttp, unsigned (ceiling)", _raw),
+]
+
+
+async def _measure(fn: Contestant, n: int, c: int) -> tuple[float, int]:
+    args = ["--no-throttle", "--no-sigv4", "--lock-seconds", "0", "--seed-count", str(n)]
+    with emulator(*args, "--series", "1", "--instances", "1") as proc:
+        updates = _updates(proc.info)
+        t0 = time.monotonic()
+        failures = await fn(proc.info, updates, c)
+        return time.monotonic() - t0, failures
+
+
+def run(mode: Mode) -> list[Row]:
+    n = pick(mode, 12, 400, 2000)
+    c = pick(mode, 4, 32, 32)
+    measured: dict[str, tuple[float, int]] = {}
+    for name, fn in CONTESTANTS:
+        measured[name] = run_async(_measure(fn, n, c))
+        progress(f"  {NAME}: {name}: {n / measured[name][0]:.0f} updates/s")
+    ref = n / measured["aiobotocore asyncio.gather"][0]
+    boto3 = n / measured["boto3 + ThreadPoolExecutor"][0]
+    ceiling = n / measured["raw aiohttp, unsigned (ceiling)"][0]
+    rows = []
+    for name, _ in CONTESTANTS:
+        elapsed, failures = measured[name]
+        tput = n / elapsed
+        row = Row(
+            scenario=NAME,
+            client=name,
+            ratio=tput / ref,
+            ratio_of="throughput / aiobotocore",
+            figures={
+                "updates/s": tput,
+                "vs boto3+threads": tput / boto3,
+                "vs ceiling": tput / ceiling,
+                "N": n,
+                "in flight": c,
+                "seconds": elapsed,
+                "failures": failures,
+            },
+        )
+        if name.startswith("async-hi"):
+            row.target = ">= 0.9, > boto3+threads"
+            row.met = tput / ref >= 0.9 and tput > boto3 and failures == 0
+        rows.append(row)
+    return rows
