@@ -121,6 +121,18 @@ async def server_history(endpoint_url: str, datastore_id: str, image_set_id: str
         return out
 
 
+async def settled_history(
+    endpoint_url: str, datastore_id: str, image_set_id: str, *, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """``server_history`` once the latest version is applied (until then it shows the old content)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        versions = await server_history(endpoint_url, datastore_id, image_set_id)
+        if not versions[-1]["workflowStatus"].startswith("UPDATING") or time.monotonic() > deadline:
+            return versions
+        await asyncio.sleep(0.02)
+
+
 def count(stats: Mapping[str, int], operation: str, status: int | None = None) -> int:
     """Requests of ``operation`` (with ``status``, or all) in ``server_stats`` output."""
     return sum(v for k, v in stats.items() if k.split()[0] == operation and (status is None or k.endswith(f" {status}")))
