@@ -111,10 +111,14 @@ async def server_stats(endpoint_url: str) -> dict[str, int]:
         return out
 
 
-async def server_history(endpoint_url: str, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
+async def server_history(
+    endpoint_url: str, datastore_id: str, image_set_id: str, *, http: httpx.AsyncClient | None = None
+) -> list[dict[str, Any]]:
     """Every version of an image set, oldest first, with its metadata (the emulator's ground truth)."""
-    async with httpx.AsyncClient() as http:
-        url = f"{endpoint_url}/_emulator/datastores/{datastore_id}/imageSets/{image_set_id}/history"
+    url = f"{endpoint_url}/_emulator/datastores/{datastore_id}/imageSets/{image_set_id}/history"
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient())
         r = await http.get(url)
         r.raise_for_status()
         out: list[dict[str, Any]] = r.json()["versions"]

@@ -14,7 +14,7 @@ import pytest
 
 from async_hi import HealthImagingClient
 from async_hi.emulator import Emulator, FaultConfig
-from benchmarks._ours import apply_all, unlimited
+from benchmarks._ours import Done, apply_all, unlimited
 from benchmarks._soak import FAULTS, soak_updates, verify
 
 pytestmark = pytest.mark.anyio
@@ -42,3 +42,27 @@ async def test_every_update_lands_exactly_once_under_faults(coalesce: bool) -> N
     # the faults did happen, and the client absorbed them
     assert drawn["lost"] > 0 and drawn["drop"] > 0 and drawn["error"] > 0 and drawn["throttle"] > 0
     assert stats["UpdateImageSetMetadata"].retries > 0
+
+
+async def test_the_verifier_catches_a_lost_and_a_duplicated_update() -> None:
+    d, i = "a" * 32, "b" * 32
+    updates = soak_updates(d, [i], per_set=2)
+    v1 = {"Study": {"DICOM": {"StudyDescription": "OLD"}, "Series": {}}}
+    v2 = {"Study": {"DICOM": {"StudyDescription": "SOAK 0 0"}, "Series": {}}}
+    v3 = dict(v2)  # the first update written twice; the second one never
+
+    class Result:
+        def __init__(self, version: str) -> None:
+            self.latest_version_id = version
+
+    done = [Done(0, True, 0.0, Result("2")), Done(1, True, 0.0, Result("3"))]
+
+    async def history(d: str, i: str) -> list[dict[str, Any]]:
+        return [{"versionId": str(n), "metadata": m} for n, m in enumerate([v1, v2, v3], start=1)]
+
+    verdict = await verify(updates, done, history)
+    assert (verdict.exactly_once, verdict.lost, verdict.duplicated) == (1, 1, 0)
+    done[1] = Done(1, True, 0.0, Result("2"))  # both claim version 2: version 3 is nobody's
+    verdict = await verify(updates, done, history)
+    assert verdict.duplicated == 1 and verdict.lost == 2
+    assert not verdict.ok

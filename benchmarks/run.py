@@ -1,0 +1,75 @@
+"""The one entry point: every scenario against the emulator on loopback, one table, and JSON.
+
+    python -m benchmarks                 # --quick: every scenario, small (under 2 minutes)
+    python -m benchmarks --full          # the figures in the README (several minutes)
+    python -m benchmarks --only quota --only isolation
+    python -m benchmarks --full --json results.json
+
+Each scenario runs its contestants side by side in the same run, each against
+a fresh emulator in its own process. The table puts each row's headline ratio
+first (against the scenario's baseline), then the promised target and whether
+it was met, then the absolute figures. Progress goes to stderr; the table to
+stdout. The exit status is 1 when any target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+from benchmarks._common import Mode, Row, machine, machine_line, progress, table, to_json
+
+SCENARIOS = ["overhead", "quota", "isolation", "contention", "scale", "shared_quota", "fault_soak"]
+
+
+def scenario(name: str) -> ModuleType:
+    return importlib.import_module(f"benchmarks.scenario_{name}")
+
+
+def _name(text: str) -> str:
+    key = text.replace("-", "_")
+    if key not in SCENARIOS:
+        raise argparse.ArgumentTypeError(f"unknown scenario {text!r}; one of {', '.join(SCENARIOS)}")
+    return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small sizes (default)")
+    size.add_argument("--full", dest="mode", action="store_const", const="full", help="the published sizes")
+    size.add_argument("--tiny", dest="mode", action="store_const", const="tiny", help="smoke-test sizes")
+    parser.add_argument("--only", type=_name, action="append", metavar="SCENARIO", help="run only these")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and the machine here")
+    args = parser.parse_args(argv)
+    mode: Mode = args.mode or "quick"
+    chosen = args.only or SCENARIOS
+    m = machine()
+    progress(f"{machine_line(m)}\nmode: {mode}; scenarios: {', '.join(chosen)}")
+    rows: list[Row] = []
+    start = time.monotonic()
+    for name in chosen:
+        mod = scenario(name)
+        t0 = time.monotonic()
+        progress(f"{mod.NAME}: {mod.TITLE}")
+        rows.extend(mod.run(mode))
+        progress(f"{mod.NAME}: {time.monotonic() - t0:.1f} s")
+    seconds = time.monotonic() - start
+    print(f"async-hi benchmarks ({mode}, {seconds:.0f} s); {machine_line(m)}\n")
+    print(table(rows))
+    missed = [r for r in rows if r.met is False]
+    if missed:
+        print(f"\n{len(missed)} target(s) missed: " + "; ".join(f"{r.scenario} / {r.client}" for r in missed))
+    if args.json:
+        args.json.write_text(to_json(rows, mode=mode, seconds=seconds))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
