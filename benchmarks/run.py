@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(mod.run(mode))
         progress(f"{mod.NAME}: {time.monotonic() - t0:.1f} s")
     seconds = time.monotonic() - start
+    if mode == "tiny":  # smoke-test sizes say nothing about the targets
+        for r in rows:
+            r.met = None
     print(f"async-hi benchmarks ({mode}, {seconds:.0f} s); {machine_line(m)}\n")
     print(table(rows))
     missed = [r for r in rows if r.met is False]

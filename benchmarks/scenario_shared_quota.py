@@ -1,0 +1,128 @@
+"""Shared quota: several processes updating one account, their limiter shared through Redis.
+
+A private ``redis-server`` (free loopback port, temp dir) and the emulator
+(UpdateImageSetMetadata at R tps, burst 1) run as child processes; P client
+processes each update their share of N distinct image sets, all starting at
+the same instant. The ratio is the aggregate rate (successful updates per
+second, from the start until the last process finishes) over R. The contrast
+row: the same P processes, each with its own in-process limiter told R,
+unaware of the others. The limiters are told R less 2 % (the in-process
+limiter's own headroom): at burst 1 the service counts arrivals, and
+processes on one machine cannot be perfectly evenly spaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import UPD, Mode, Row, count, emulator, pick, progress, run_async, server_stats
+
+NAME = "shared-quota"
+TITLE = "Several processes sharing one update quota through Redis"
+ROOT = Path(__file__).resolve().parents[1]
+HEADROOM = 0.98
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A private redis-server; yields its URL. RuntimeError when it cannot run."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = subprocess.Popen([*args, "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not come up on port {port}")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _run(info: dict[str, Any], *, processes: int, rate: float, redis: str | None) -> dict[str, Any]:
+    ids = info["image_set_ids"]
+    start = time.time() + 3.0  # the children import and connect first
+    scope = f"bench-{uuid.uuid4().hex[:8]}:{info['region']}"
+    children = []
+    for p in range(processes):
+        spec = {**info, "ids": ids[p::processes], "rate": rate * HEADROOM, "redis": redis, "scope": scope}
+        spec["start"] = start
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks._shared_child", json.dumps(spec)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    for child in children:
+        out, _ = child.communicate(timeout=600)
+        if child.returncode != 0:
+            raise RuntimeError(f"a shared-quota child exited with {child.returncode}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    elapsed = max(r["end"] for r in results) - start
+    stats = run_async(server_stats(info["endpoint_url"]))
+    ok = count(stats, UPD, 200)
+    return {
+        "aggregate tps": ok / elapsed,
+        "target tps": rate,
+        "429s": count(stats, UPD, 429),
+        "failures": sum(r["failures"] for r in results),
+        "processes": processes,
+        "N": len(ids),
+        "elapsed s": elapsed,
+        "ideal s": (len(ids) - 1) / rate,
+    }
+
+
+def run(mode: Mode) -> list[Row]:
+    processes, rate, n = pick(mode, (2, 10.0, 6), (3, 5.0, 30), (4, 5.0, 150))
+    try:
+        from async_hi import _redis_limiter  # noqa: F401
+    except ImportError:
+        return [Row(scenario=NAME, client="RedisLimiter", note="skipped: async_hi._redis_limiter is not here")]
+    rows = []
+    try:
+        with redis_server() as url:
+            for name, redis in ((f"RedisLimiter, {processes} processes", url), (f"in-process limiters, {processes} processes", None)):
+                args = ["--lock-seconds", "0.02", "--quota", f"{UPD}={rate:g}/1", "--seed-count", str(n)]
+                with emulator(*args, "--series", "1", "--instances", "1") as proc:
+                    m = _run(proc.info, processes=processes, rate=rate, redis=redis)
+                ratio = m["aggregate tps"] / rate
+                progress(f"  {NAME}: {name}: {ratio:.3f} of the quota, {m['429s']} 429s")
+                row = Row(scenario=NAME, client=name, ratio=ratio, ratio_of="aggregate rate / quota", figures=m)
+                if redis is not None:
+                    row.target = ">= 0.9, <= 1.0, 0 failures"
+                    row.met = 0.9 <= ratio <= 1.0 and m["failures"] == 0
+                rows.append(row)
+    except RuntimeError as exc:
+        rows.append(Row(scenario=NAME, client="RedisLimiter", note=f"skipped: {exc}"))
+    return rows
