@@ -166,7 +166,10 @@ class ForkedEmulator:
 @contextlib.contextmanager
 def emulator(*args: str) -> Iterator[ForkedEmulator | EmulatorProcess]:
     """``async-hi emulator`` in a child process (its own event loop and core)."""
-    if os.environ.get("ASYNC_HI_BENCH_SUBPROCESS") or "forkserver" not in multiprocessing.get_all_start_methods():
+    if (
+        os.environ.get("ASYNC_HI_BENCH_SUBPROCESS")
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
         with EmulatorProcess(list(args)) as proc:
             yield proc
         return
@@ -216,7 +219,11 @@ async def settled_history(
 
 def count(stats: Mapping[str, int], operation: str, status: int | None = None) -> int:
     """Requests of ``operation`` (with ``status``, or all) in ``server_stats`` output."""
-    return sum(v for k, v in stats.items() if k.split()[0] == operation and (status is None or k.endswith(f" {status}")))
+    return sum(
+        v
+        for k, v in stats.items()
+        if k.split()[0] == operation and (status is None or k.endswith(f" {status}"))
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

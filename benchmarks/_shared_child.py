@@ -4,9 +4,10 @@
 
 SPEC: endpoint info, ``ids`` (this process's image sets), ``rate`` (the update
 quota told to the limiter), ``redis`` (a URL, or null for an in-process
-limiter), ``scope``, ``start`` (a ``time.time()`` to begin at). Prints one
-JSON line: failures, UpdateImageSetMetadata 429s seen, and the moment the
-last update finished.
+limiter), ``scope``. Prints ``ready`` once connected, reads the
+``time.time()`` to begin at from stdin, and at the end prints one JSON
+line: failures, UpdateImageSetMetadata 429s seen, and the moment the last
+update finished.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ async def main(spec: dict[str, Any]) -> None:
         kwargs["limiter_config"] = quota_config(spec["rate"])
     try:
         async with HealthImagingClient(**kwargs, **client_kwargs(spec)) as hi:
-            await asyncio.sleep(max(0.0, spec["start"] - time.time()))
+            print("ready", flush=True)
+            start = float(await asyncio.to_thread(sys.stdin.readline))  # the parent's start line
+            await asyncio.sleep(max(0.0, start - time.time()))
             done = await apply_all(hi, updates, concurrency=8)
             end = time.time()
             stats = hi.stats()
     finally:
         if limiter is not None:
             await limiter.aclose()
-    print(json.dumps({"failures": sum(not x.ok for x in done), "throttles": stats[UPD].throttles, "end": end}))
+    print(
+        json.dumps({"failures": sum(not x.ok for x in done), "throttles": stats[UPD].throttles, "end": end})
+    )
 
 
 if __name__ == "__main__":

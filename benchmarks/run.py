@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small sizes (default)")
+    size.add_argument(
+        "--quick", dest="mode", action="store_const", const="quick", help="small sizes (default)"
+    )
     size.add_argument("--full", dest="mode", action="store_const", const="full", help="the published sizes")
     size.add_argument("--tiny", dest="mode", action="store_const", const="tiny", help="smoke-test sizes")
     parser.add_argument("--only", type=_name, action="append", metavar="SCENARIO", help="run only these")

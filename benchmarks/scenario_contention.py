@@ -41,8 +41,8 @@ from benchmarks._common import (
     pick,
     progress,
     run_async,
-    settled_history,
     server_stats,
+    settled_history,
 )
 from benchmarks._ours import HAVE_BULK, RUNNER, apply_all, unlimited
 
@@ -113,11 +113,23 @@ async def _series(info: dict[str, Any]) -> list[str]:
 
 
 async def _measure(fn: Contestant, *, k: int, lock: float) -> dict[str, Any]:
-    args = ["--no-throttle", "--lock-seconds", str(lock), "--seed-count", "1", "--series", str(k), "--instances", "1"]
+    args = [
+        "--no-throttle",
+        "--lock-seconds",
+        str(lock),
+        "--seed-count",
+        "1",
+        "--series",
+        str(k),
+        "--instances",
+        "1",
+    ]
     with emulator(*args) as proc:
         d, i = proc.info["datastore_id"], proc.info["image_set_ids"][0]
         series = await _series(proc.info)
-        updates = [UpdateBuilder(d, i).series(s, SeriesDescription=f"W{n}").build() for n, s in enumerate(series)]
+        updates = [
+            UpdateBuilder(d, i).series(s, SeriesDescription=f"W{n}").build() for n, s in enumerate(series)
+        ]
         outcomes = await fn(proc.info, updates)
         stats = await server_stats(proc.endpoint_url)
         history = await settled_history(proc.endpoint_url, d, i)

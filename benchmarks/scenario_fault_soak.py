@@ -17,7 +17,20 @@ from typing import Any
 import httpx
 
 from async_hi import HealthImagingClient
-from benchmarks._common import GET, UPD, Mode, Row, client_kwargs, count, emulator, pick, progress, run_async, server_history, server_stats
+from benchmarks._common import (
+    GET,
+    UPD,
+    Mode,
+    Row,
+    client_kwargs,
+    count,
+    emulator,
+    pick,
+    progress,
+    run_async,
+    server_history,
+    server_stats,
+)
 from benchmarks._ours import RUNNER, apply_all, unlimited
 from benchmarks._soak import FAULT_ARGS, soak_updates, verify
 
@@ -61,13 +74,15 @@ async def _soak(n_sets: int, per_set: int, coalesce: bool) -> dict[str, Any]:
 
 
 def run(mode: Mode) -> list[Row]:
-    n_sets, per_set = pick(mode, (10, 2), (100, 3), (500, 6))
+    n_sets, per_set = pick(mode, (10, 2), (60, 3), (500, 6))
     rows = []
     for coalesce in (False, True):
         m = run_async(_soak(n_sets, per_set, coalesce))
         v = m.pop("verdict")
         name = f"async-hi {RUNNER}, {'coalescing' if coalesce else 'no coalescing'}"
-        progress(f"  {NAME}: {name}: {v.exactly_once}/{v.requests} exactly once, {v.lost} lost, {v.duplicated} dup")
+        progress(
+            f"  {NAME}: {name}: {v.exactly_once}/{v.requests} exactly once, {v.lost} lost, {v.duplicated} dup"
+        )
         faults = m.pop("faults")
         rows.append(
             Row(

@@ -20,7 +20,19 @@ from typing import Any
 
 from async_hi import HealthImagingClient, LimiterConfig, MetadataUpdate, UpdateBuilder
 from benchmarks import _baselines as base
-from benchmarks._common import GET, UPD, Mode, Row, client_kwargs, count, emulator, pick, progress, run_async, server_stats
+from benchmarks._common import (
+    GET,
+    UPD,
+    Mode,
+    Row,
+    client_kwargs,
+    count,
+    emulator,
+    pick,
+    progress,
+    run_async,
+    server_stats,
+)
 from benchmarks._ours import RUNNER, apply_all
 
 NAME = "isolation"
@@ -91,12 +103,23 @@ async def _reads(read: Read, d: str, ids: list[str], window: float) -> int:
 
 async def _measure(opener: Opener, *, window: float, flood_size: int) -> dict[str, Any]:
     readers = 10
-    args = ["--lock-seconds", "0.02", "--seed-count", str(flood_size + readers), "--series", "1", "--instances", "1"]
+    args = [
+        "--lock-seconds",
+        "0.02",
+        "--seed-count",
+        str(flood_size + readers),
+        "--series",
+        "1",
+        "--instances",
+        "1",
+    ]
     with emulator(*args) as proc:
         d = proc.info["datastore_id"]
         ids = proc.info["image_set_ids"]
         read_ids, flood_ids = ids[:readers], ids[readers:]
-        updates = [UpdateBuilder(d, i).study(StudyDescription=f"F{k}").build() for k, i in enumerate(flood_ids)]
+        updates = [
+            UpdateBuilder(d, i).study(StudyDescription=f"F{k}").build() for k, i in enumerate(flood_ids)
+        ]
         async with opener(proc.info) as (read, flood):
             flooding = asyncio.create_task(flood(updates)) if updates else None
             ok = await _reads(read, d, read_ids, window)
@@ -113,7 +136,7 @@ async def _measure(opener: Opener, *, window: float, flood_size: int) -> dict[st
 
 
 def run(mode: Mode) -> list[Row]:
-    window = pick(mode, 1.0, 4.0, 20.0)
+    window = pick(mode, 1.0, 3.0, 20.0)
     flood_size = pick(mode, 4, 40, 100)
     openers: list[tuple[str, Opener]] = [
         (f"async-hi {RUNNER}", _ours),
@@ -126,7 +149,9 @@ def run(mode: Mode) -> list[Row]:
         alone = run_async(_measure(opener, window=window, flood_size=0))
         flooded = run_async(_measure(opener, window=window, flood_size=flood_size))
         ratio = flooded["reads/s"] / alone["reads/s"] if alone["reads/s"] else float("nan")
-        progress(f"  {NAME}: {name}: reads {alone['reads/s']:.1f}/s alone, {flooded['reads/s']:.1f}/s flooded")
+        progress(
+            f"  {NAME}: {name}: reads {alone['reads/s']:.1f}/s alone, {flooded['reads/s']:.1f}/s flooded"
+        )
         row = Row(
             scenario=NAME,
             client=name,

@@ -32,7 +32,10 @@ Contestant = Callable[[dict[str, Any], list[MetadataUpdate], int], Awaitable[int
 
 def _updates(info: dict[str, Any]) -> list[MetadataUpdate]:
     d = info["datastore_id"]
-    return [UpdateBuilder(d, i).study(StudyDescription=f"O{k}").build() for k, i in enumerate(info["image_set_ids"])]
+    return [
+        UpdateBuilder(d, i).study(StudyDescription=f"O{k}").build()
+        for k, i in enumerate(info["image_set_ids"])
+    ]
 
 
 async def _ours(info: dict[str, Any], updates: list[MetadataUpdate], c: int) -> int:
@@ -110,7 +113,7 @@ async def _measure(fn: Contestant, n: int, c: int) -> tuple[float, int]:
 
 
 def run(mode: Mode) -> list[Row]:
-    n = pick(mode, 12, 400, 2000)
+    n = pick(mode, 12, 300, 2000)
     c = pick(mode, 4, 32, 32)
     measured: dict[str, tuple[float, int]] = {}
     for name, fn in CONTESTANTS:

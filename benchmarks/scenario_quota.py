@@ -29,7 +29,18 @@ from typing import Any
 
 from async_hi import HealthImagingClient, MetadataUpdate, UpdateBuilder
 from benchmarks import _baselines as base
-from benchmarks._common import UPD, Mode, Row, client_kwargs, count, emulator, pick, progress, run_async, server_stats
+from benchmarks._common import (
+    UPD,
+    Mode,
+    Row,
+    client_kwargs,
+    count,
+    emulator,
+    pick,
+    progress,
+    run_async,
+    server_stats,
+)
 from benchmarks._ours import RUNNER, apply_all, quota_config
 
 NAME = "quota"
@@ -67,7 +78,10 @@ Runner = Callable[[dict[str, Any], float], Awaitable[tuple[int, float]]]
 
 def _updates(info: dict[str, Any]) -> list[MetadataUpdate]:
     d = info["datastore_id"]
-    return [UpdateBuilder(d, i).study(StudyDescription=f"B{n}").build() for n, i in enumerate(info["image_set_ids"])]
+    return [
+        UpdateBuilder(d, i).study(StudyDescription=f"B{n}").build()
+        for n, i in enumerate(info["image_set_ids"])
+    ]
 
 
 def ours(told: float) -> Runner:
@@ -159,14 +173,14 @@ def _row(r: QuotaRun) -> Row:
 
 
 def run(mode: Mode) -> list[Row]:
-    n, rate = pick(mode, (3, 20.0), (20, 4.0), (100, 4.0))
+    n, rate = pick(mode, (3, 20.0), (20, 8.0), (100, 4.0))
     rows = []
     for name, runner in contestants():
         r = run_async(measure(name, runner, n=n, rate=rate))
         progress(f"  {NAME}: {name}: {r.ratio:.3f} x ideal, {r.throttles} 429s")
         rows.append(_row(r))
     # the real default quota: slow by nature, so few updates
-    n_default, rate_default = pick(mode, (2, 20.0), (3, 0.25), (6, 0.25))
+    n_default, rate_default = pick(mode, (2, 20.0), (2, 0.25), (6, 0.25))
     for name, runner in contestants()[::2]:  # quota known; aiobotocore adaptive
         r = run_async(measure(name, runner, n=n_default, rate=rate_default))
         progress(f"  {NAME}: {name} at {rate_default:g} tps: {r.ratio:.3f} x ideal, {r.throttles} 429s")
@@ -178,7 +192,8 @@ def table(runs: list[QuotaRun]) -> str:
     """The standalone table of ``python -m benchmarks.bench_quota``."""
     rate = runs[0].rate if runs else 0.0
     lines = [
-        f"| client (update quota {rate:g} tps, burst 1) | N | elapsed / ideal | ratio | 429s per success | failures |",
+        f"| client (update quota {rate:g} tps, burst 1) | N | elapsed / ideal | ratio "
+        "| 429s per success | failures |",
         "|---|---|---|---|---|---|",
     ]
     for r in runs:

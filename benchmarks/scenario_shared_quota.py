@@ -68,23 +68,27 @@ def redis_server() -> Iterator[str]:
 
 def _run(info: dict[str, Any], *, processes: int, rate: float, redis: str | None) -> dict[str, Any]:
     ids = info["image_set_ids"]
-    start = time.time() + 3.0  # the children import and connect first
     scope = f"bench-{uuid.uuid4().hex[:8]}:{info['region']}"
     children = []
     for p in range(processes):
         spec = {**info, "ids": ids[p::processes], "rate": rate * HEADROOM, "redis": redis, "scope": scope}
-        spec["start"] = start
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "benchmarks._shared_child", json.dumps(spec)],
                 cwd=ROOT,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
         )
+    for child in children:  # every child imported, connected and opened its client
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a shared-quota child exited with {child.wait()} before it was ready")
+    start = time.time() + 0.2
     results = []
     for child in children:
-        out, _ = child.communicate(timeout=600)
+        out, _ = child.communicate(f"{start!r}\n", timeout=600)
         if child.returncode != 0:
             raise RuntimeError(f"a shared-quota child exited with {child.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
@@ -104,21 +108,28 @@ def _run(info: dict[str, Any], *, processes: int, rate: float, redis: str | None
 
 
 def run(mode: Mode) -> list[Row]:
-    processes, rate, n = pick(mode, (2, 10.0, 6), (3, 5.0, 30), (4, 5.0, 150))
+    processes, rate, n = pick(mode, (2, 10.0, 6), (3, 10.0, 30), (4, 5.0, 150))
     try:
         from async_hi import _redis_limiter  # noqa: F401
     except ImportError:
-        return [Row(scenario=NAME, client="RedisLimiter", note="skipped: async_hi._redis_limiter is not here")]
+        return [
+            Row(scenario=NAME, client="RedisLimiter", note="skipped: async_hi._redis_limiter is not here")
+        ]
     rows = []
     try:
         with redis_server() as url:
-            for name, redis in ((f"RedisLimiter, {processes} processes", url), (f"in-process limiters, {processes} processes", None)):
+            for name, redis in (
+                (f"RedisLimiter, {processes} processes", url),
+                (f"in-process limiters, {processes} processes", None),
+            ):
                 args = ["--lock-seconds", "0.02", "--quota", f"{UPD}={rate:g}/1", "--seed-count", str(n)]
                 with emulator(*args, "--series", "1", "--instances", "1") as proc:
                     m = _run(proc.info, processes=processes, rate=rate, redis=redis)
                 ratio = m["aggregate tps"] / rate
                 progress(f"  {NAME}: {name}: {ratio:.3f} of the quota, {m['429s']} 429s")
-                row = Row(scenario=NAME, client=name, ratio=ratio, ratio_of="aggregate rate / quota", figures=m)
+                row = Row(
+                    scenario=NAME, client=name, ratio=ratio, ratio_of="aggregate rate / quota", figures=m
+                )
                 if redis is not None:
                     row.target = ">= 0.9, <= 1.0, 0 failures"
                     row.met = 0.9 <= ratio <= 1.0 and m["failures"] == 0

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from async_hi import HealthImagingClient
 from async_hi.emulator import Emulator, FaultConfig
 from benchmarks._ours import Done, apply_all, unlimited
 from benchmarks._soak import FAULTS, soak_updates, verify
@@ -40,7 +39,10 @@ async def test_every_update_lands_exactly_once_under_faults(coalesce: bool) -> N
     assert verdict.duplicated == 0
     assert verdict.exactly_once == len(updates) == 160
     # the faults did happen, and the client absorbed them
-    assert drawn["lost"] > 0 and drawn["drop"] > 0 and drawn["error"] > 0 and drawn["throttle"] > 0
+    assert drawn["lost"] > 0
+    assert drawn["drop"] > 0
+    assert drawn["error"] > 0
+    assert drawn["throttle"] > 0
     assert stats["UpdateImageSetMetadata"].retries > 0
 
 
@@ -64,5 +66,6 @@ async def test_the_verifier_catches_a_lost_and_a_duplicated_update() -> None:
     assert (verdict.exactly_once, verdict.lost, verdict.duplicated) == (1, 1, 0)
     done[1] = Done(1, True, 0.0, Result("2"))  # both claim version 2: version 3 is nobody's
     verdict = await verify(updates, done, history)
-    assert verdict.duplicated == 1 and verdict.lost == 2
+    assert verdict.duplicated == 1
+    assert verdict.lost == 2
     assert not verdict.ok
