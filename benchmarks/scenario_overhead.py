@@ -5,6 +5,8 @@ SigV4 checking off so the unsigned raw client can run) seeded with N image
 sets, and applies one update to each, ``concurrency`` at a time; every
 contestant reads the version (GetImageSet) then writes (UpdateImageSetMetadata).
 The ratio is throughput against aiobotocore ``asyncio.gather`` in the same run.
+With ``--full`` the contestants run three interleaved rounds and each keeps
+its best: on a shared machine, the best round is the one least disturbed.
 The raw unsigned aiohttp client is the ceiling the emulator sets: no client
 can beat it.
 """
@@ -115,10 +117,15 @@ async def _measure(fn: Contestant, n: int, c: int) -> tuple[float, int]:
 def run(mode: Mode) -> list[Row]:
     n = pick(mode, 12, 300, 2000)
     c = pick(mode, 4, 32, 32)
+    rounds = pick(mode, 1, 1, 3)
     measured: dict[str, tuple[float, int]] = {}
-    for name, fn in CONTESTANTS:
-        measured[name] = run_async(_measure(fn, n, c))
-        progress(f"  {NAME}: {name}: {n / measured[name][0]:.0f} updates/s")
+    for r in range(rounds):  # interleaved; each contestant's best round counts (the box is shared)
+        for name, fn in CONTESTANTS:
+            elapsed, failures = run_async(_measure(fn, n, c))
+            best = measured.get(name)
+            if best is None or elapsed < best[0]:
+                measured[name] = (elapsed, failures if best is None else max(failures, best[1]))
+            progress(f"  {NAME}: round {r + 1}: {name}: {n / elapsed:.0f} updates/s")
     ref = n / measured["aiobotocore asyncio.gather"][0]
     boto3 = n / measured["boto3 + ThreadPoolExecutor"][0]
     ceiling = n / measured["raw aiohttp, unsigned (ceiling)"][0]
@@ -137,6 +144,7 @@ def run(mode: Mode) -> list[Row]:
                 "vs ceiling": tput / ceiling,
                 "N": n,
                 "in flight": c,
+                "best of": rounds,
                 "seconds": elapsed,
                 "failures": failures,
             },
