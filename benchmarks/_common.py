@@ -15,8 +15,10 @@ import multiprocessing
 import multiprocessing.context
 import os
 import platform
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -111,9 +113,15 @@ class _LineSender:
         pass
 
 
-def _serve(args: list[str], conn: Connection) -> None:
+def _serve(args: list[str], conn: Connection, alive: Connection) -> None:
     from async_hi.cli import main
 
+    def watch() -> None:  # the parent died (or left) without stopping us: stop
+        with contextlib.suppress(EOFError, OSError):
+            alive.recv()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
     sys.stdout = _LineSender(conn)  # type: ignore[assignment]
     main(["emulator", "--json", *args])
 
@@ -144,9 +152,11 @@ class ForkedEmulator:
     def __enter__(self) -> ForkedEmulator:
         ctx = _context()
         receive, send = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_serve, args=(self.args, send), daemon=True)
+        alive_r, self._alive = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_serve, args=(self.args, send, alive_r), daemon=True)
         self.proc.start()
         send.close()
+        alive_r.close()
         if not receive.poll(60):
             self.proc.kill()
             raise RuntimeError("the emulator process did not print its endpoint within 60 s")
@@ -157,6 +167,7 @@ class ForkedEmulator:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.join(30)
+        self._alive.close()
 
     @property
     def endpoint_url(self) -> str:
