@@ -209,9 +209,8 @@ class BulkRun:
         self._room = anyio.Event()
         self._stopping = False
         self._feed_scope: anyio.CancelScope | None = None
-        send, receive = anyio.create_memory_object_stream[Outcome](concurrency + 1)
-        self._send: MemoryObjectSendStream[Outcome] = send
-        self._receive: MemoryObjectReceiveStream[Outcome] = receive
+        self._send: MemoryObjectSendStream[Outcome] | None = None
+        self._receive: MemoryObjectReceiveStream[Outcome] | None = None
         self._tg: TaskGroup | None = None
         self._input_error: Exception | None = None
 
@@ -228,6 +227,7 @@ class BulkRun:
                 f"the journal has {len(self._journal.open_intents)} call(s) with unknown outcome; "
                 "run reconcile() before resuming"
             )
+        self._send, self._receive = anyio.create_memory_object_stream[Outcome](self._concurrency + 1)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._main)
@@ -237,16 +237,23 @@ class BulkRun:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         assert self._tg is not None
+        assert self._receive is not None
         # leaving early (break, error) cancels the calls in flight; after a full
         # iteration everything has finished already
         self._tg.cancel_scope.cancel()
         self._receive.close()
+        if exc_type is not None and not issubclass(exc_type, anyio.get_cancelled_exc_class()):
+            # the caller's own error propagates as itself, not wrapped in an ExceptionGroup
+            await self._tg.__aexit__(None, None, None)
+            return None
         suppress = await self._tg.__aexit__(exc_type, exc, tb)
         if self._input_error is not None and exc_type is None:
             raise self._input_error
         return suppress
 
     def __aiter__(self) -> AsyncIterator[Outcome]:
+        if self._receive is None:
+            raise RuntimeError("use `async with update_many(...) as run:` before iterating")
         return self._receive.__aiter__()
 
     def stop(self) -> None:
@@ -259,6 +266,7 @@ class BulkRun:
     # -- the feeder -------------------------------------------------------------
 
     async def _main(self) -> None:
+        assert self._send is not None
         async with self._send, anyio.create_task_group() as tg:
             await self._feed(tg)
 
@@ -309,7 +317,11 @@ class BulkRun:
             self.stats.skipped += 1
         elif status == "cancelled":
             self.stats.cancelled += 1
-        await self._send.send(Outcome(index=key, request=update, status=status, **kw))
+        await self._emit(Outcome(index=key, request=update, status=status, **kw))
+
+    async def _emit(self, outcome: Outcome) -> None:
+        assert self._send is not None
+        await self._send.send(outcome)
 
     async def _route(self, tg: TaskGroup, key: int, update: MetadataUpdate) -> None:
         ident = (update.datastore_id, update.image_set_id)
@@ -396,7 +408,7 @@ class BulkRun:
                 )
             self.stats.failed += len(batch)
             for key, request in batch:
-                await self._send.send(
+                await self._emit(
                     Outcome(index=key, request=request, status="failed", error=exc, coalesced=len(batch))
                 )
             if self._stop_on_error:
@@ -410,7 +422,7 @@ class BulkRun:
         self.stats.applied += len(batch)
         self.stats.saved += len(batch) - 1
         for key, request in batch:
-            await self._send.send(
+            await self._emit(
                 Outcome(index=key, request=request, status="applied", result=result, coalesced=len(batch))
             )
 
