@@ -96,14 +96,14 @@ class RawHealthImaging:
             # LOCKED by our own previous write: wait for it, then write on the version it made
             await anyio.sleep(0.01)
             state = (await self._post(update.datastore_id, update.image_set_id, "getImageSet")).json()
-            if state["imageSetState"] == "ACTIVE" and state["latestVersionId"] != version:
+            if state["imageSetState"] == "ACTIVE" and state["versionId"] != version:
                 raise RuntimeError("version moved under the writer")
         raise RuntimeError("image set stayed LOCKED")
 
     async def latest_version(self, datastore_id: str, image_set_id: str) -> str:
         r = await self._post(datastore_id, image_set_id, "getImageSet")
         r.raise_for_status()
-        return str(r.json()["latestVersionId"])
+        return str(r.json()["versionId"])
 
     async def versions_after(self, datastore_id: str, image_set_id: str, after: str) -> Sequence[VersionInfo]:
         out: list[VersionInfo] = []

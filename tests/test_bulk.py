@@ -315,7 +315,7 @@ async def test_outcome_repr_and_run_repr_hold_no_values() -> None:
 async def test_an_error_in_the_callers_loop_propagates_unwrapped() -> None:
     svc = FakeService()
     svc.gate = anyio.Event()
-    with pytest.raises(KeyError, match="mine"):  # noqa: PT012 - the raise must be inside the run
+    with pytest.raises(KeyError, match="mine"):  # noqa: PT012
         async with update_many([req(n, n) for n in range(5)], apply=svc.apply):
             await anyio.wait_all_tasks_blocked()
             raise KeyError("mine")

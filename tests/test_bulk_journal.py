@@ -152,14 +152,18 @@ async def test_resume_skips_finished_and_reuses_no_quota_for_them(tmp_path: Path
         result: Result = await inner(u)
         return result
 
-    async with Journal(tmp_path / "j") as journal:
-        async with update_many(requests, apply=counting, journal=journal, reader=StoreReader(store)) as run:
-            first = [o async for o in run]
+    async with (
+        Journal(tmp_path / "j") as journal,
+        update_many(requests, apply=counting, journal=journal, reader=StoreReader(store)) as run,
+    ):
+        first = [o async for o in run]
     assert {o.status for o in first} == {"applied"}
     before = calls
-    async with Journal(tmp_path / "j") as journal:
-        async with update_many(requests, apply=counting, journal=journal, reader=StoreReader(store)) as run:
-            second = [o async for o in run]
+    async with (
+        Journal(tmp_path / "j") as journal,
+        update_many(requests, apply=counting, journal=journal, reader=StoreReader(store)) as run,
+    ):
+        second = [o async for o in run]
     assert calls == before
     assert [o.status for o in second] == ["skipped"] * 12
     assert all(o.previous == "applied" and o.ok for o in second)
