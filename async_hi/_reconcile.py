@@ -31,17 +31,19 @@ from async_hi._journal import Intent, Journal, JournalError, JournalMismatchErro
 from async_hi._updates import MetadataUpdate
 from async_hi.document import apply_update
 
-__all__ = ["ReconcileError", "Reconciled", "VersionInfo", "VersionReader", "reconcile"]
+__all__ = ["ReconcileError", "Reconciled", "VersionLike", "VersionReader", "reconcile"]
 
 _BUSY = ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VersionInfo:
-    """One entry of an image set's version history."""
+class VersionLike(Protocol):
+    """One entry of an image set's version history (the client's ``VersionInfo`` is one)."""
 
-    version_id: str
-    workflow_status: str
+    @property
+    def version_id(self) -> str: ...
+
+    @property
+    def workflow_status(self) -> str | None: ...
 
 
 class VersionReader(Protocol):
@@ -51,7 +53,7 @@ class VersionReader(Protocol):
         """The image set's current ``latestVersionId`` (GetImageSet)."""
         ...
 
-    async def versions_after(self, datastore_id: str, image_set_id: str, after: str) -> Sequence[VersionInfo]:
+    async def versions_after(self, datastore_id: str, image_set_id: str, after: str) -> Sequence[VersionLike]:
         """Every version newer than ``after``, oldest first (ListImageSetVersions)."""
         ...
 

@@ -17,10 +17,15 @@ from typing import Any
 import anyio
 import httpx
 
-from async_hi._reconcile import VersionInfo
 from async_hi._updates import MetadataUpdate
 from async_hi.emulator._store import Store
 from async_hi.rawhttp import sign_headers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionInfo:
+    version_id: str
+    workflow_status: str
 
 
 class StoreReader:
