@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from async_hi.emulator import Emulator, EmulatorThread
+from async_hi.emulator import Emulator, EmulatorThread, pydicom_test_data_paths
 from async_hi.rawhttp import sign_headers
 
 
@@ -46,6 +47,36 @@ def emulator_thread() -> Iterator[EmulatorThread]:
     """The same fast emulator on a background thread, for boto3, the AWS CLI and trio."""
     with EmulatorThread(lock_seconds=0.02, quotas=None) as emu:
         yield emu
+
+
+@dataclass(frozen=True)
+class Populated:
+    """An emulator thread and the image sets a test may work on."""
+
+    emu: EmulatorThread
+    datastore_id: str
+    image_set_ids: tuple[str, ...]
+    source: str  # "synthetic" or "imported"
+
+
+def _populate(emu: EmulatorThread, source: str) -> Populated:
+    if source == "imported":
+        made: Any = emu.call(lambda: emu.emulator.import_dicom(pydicom_test_data_paths()))
+    else:
+        made = emu.call(lambda: emu.emulator.seed(3, primary=True))
+    return Populated(emu, made.datastore_id, tuple(made.image_set_ids), source)
+
+
+@pytest.fixture
+def imported_emulator_thread(emulator_thread: EmulatorThread) -> Populated:
+    """The fast emulator thread holding pydicom's shipped test studies as primary image sets."""
+    return _populate(emulator_thread, "imported")
+
+
+@pytest.fixture(params=["synthetic", "imported"])
+def populated_emulator_thread(request: pytest.FixtureRequest, emulator_thread: EmulatorThread) -> Populated:
+    """Runs a test twice: on synthetic primary image sets, then on imported real studies."""
+    return _populate(emulator_thread, request.param)
 
 
 class RawClient:

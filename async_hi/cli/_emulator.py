@@ -60,11 +60,25 @@ def add_parser(sub: Any) -> None:
         metavar="OP=RATE/BURST",
         help="override one operation's quota (repeatable)",
     )
-    p.add_argument("--seed-count", type=int, default=3, help="synthetic image sets to create (default 3)")
+    p.add_argument(
+        "--seed-count",
+        type=int,
+        default=None,
+        help="synthetic image sets to create (default 3, or 0 with --import)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic metadata")
     p.add_argument("--series", type=int, default=2)
     p.add_argument("--instances", type=int, default=3)
     p.add_argument("--primary", action="store_true", help="seed primary image sets")
+    p.add_argument(
+        "--import",
+        dest="import_paths",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PATH",
+        help="import DICOM P10 files, folders or globs (headers only) as primary image sets (repeatable)",
+    )
     g = p.add_argument_group("fault injection (probabilities per request)")
     g.add_argument("--fault-seed", type=int, default=0)
     g.add_argument("--fault-500", type=_rate, default=0.0, dest="error_rate")
@@ -111,26 +125,36 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    seed_count = args.seed_count if args.seed_count is not None else (0 if args.import_paths else 3)
     async with Emulator(config) as emu:
         seeded = (
             emu.seed(
-                args.seed_count,
+                seed_count,
                 seed=args.seed,
                 series=args.series,
                 instances=args.instances,
                 primary=args.primary,
             )
-            if args.seed_count > 0
+            if seed_count > 0
             else None
         )
-        info = {
+        report = (
+            emu.import_dicom(args.import_paths, datastore_id=seeded.datastore_id if seeded else None)
+            if args.import_paths
+            else None
+        )
+        datastore_id = seeded.datastore_id if seeded else (report.datastore_id if report else None)
+        ids = list(seeded.image_set_ids if seeded else ()) + list(report.image_set_ids if report else ())
+        info: dict[str, Any] = {
             "endpoint_url": emu.endpoint_url,
             "region": emu.region,
             "aws_access_key_id": emu.access_key_id,
             "aws_secret_access_key": emu.secret_access_key,
-            "datastore_id": seeded.datastore_id if seeded else None,
-            "image_set_ids": list(seeded.image_set_ids) if seeded else [],
+            "datastore_id": datastore_id,
+            "image_set_ids": ids,
         }
+        if report is not None:
+            info["import"] = report.to_json()
         if args.json:
             print(json.dumps(info), flush=True)
         else:
@@ -141,15 +165,17 @@ async def _serve(args: argparse.Namespace) -> int:
                 f"  SigV4 {'off' if args.no_sigv4 else 'verified'}; "
                 f"quotas {'off' if quotas is None else 'on'}; LOCKED window {args.lock_seconds}s"
             )
-            if seeded:
-                print(f"  datastore {seeded.datastore_id}")
-                for isid in seeded.image_set_ids:
+            if report is not None:
+                print("  DICOM import: " + "\n    ".join(report.lines()))
+            if datastore_id:
+                print(f"  datastore {datastore_id}")
+                for isid in ids:
                     print(f"    image set {isid}")
             print(f"  admin API: {emu.endpoint_url}/_emulator/health")
             print(
                 f"  try: aws medical-imaging get-image-set --endpoint-url {emu.endpoint_url} "
-                f"--region {emu.region} --datastore-id {info['datastore_id']} "
-                f"--image-set-id {(info['image_set_ids'] or ['ID'])[0]}"
+                f"--region {emu.region} --datastore-id {datastore_id} "
+                f"--image-set-id {(ids or ['ID'])[0]}"
             )
             print("Ctrl-C stops it.", flush=True)
         await stop.wait()

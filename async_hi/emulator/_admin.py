@@ -9,6 +9,8 @@ another process or language:
   "frames", "primary", "seed", "sameStudy"}`` (synthetic) or ``{"metadata", "primary"}``:
   ``{"imageSetIds": [...]}``
 - ``GET /_emulator/datastores/{d}/imageSets``: ``{"imageSetIds": [...]}``
+- ``POST /_emulator/datastores/{d}/import`` with ``{"paths": [...], "primary"?}``: imports
+  DICOM P10 files the emulator can read; the import report (counts, skipped paths, ids)
 - ``GET /_emulator/datastores/{d}/imageSets/{i}/history``: every version with its metadata
 - ``POST /_emulator/datastores/{d}/imageSets/{i}/failNextApply`` with ``{"message"?}``:
   the next accepted update ends UPDATE_FAILED
@@ -17,6 +19,7 @@ another process or language:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import random
@@ -24,7 +27,9 @@ from typing import Any
 
 from aiohttp import web
 
+from async_hi import contract
 from async_hi.emulator._app import STATE_KEY, State
+from async_hi.emulator._dicom_import import add_to_store, read_dicom
 from async_hi.emulator._seed import synthetic_metadata
 from async_hi.emulator._store import ApiError, ImageSet
 
@@ -138,6 +143,27 @@ async def seed(request: web.Request) -> web.Response:
     return web.json_response({"imageSetIds": [s.image_set_id for s in sets]}, status=201)
 
 
+async def import_dicom(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    d = request.match_info["d"]
+    if d not in state.store.datastores:
+        return _err(404, "no such datastore")
+    try:
+        body = await _json_body(request)
+    except ValueError as exc:
+        return _err(400, f"bad JSON: {exc}")
+    paths = body.get("paths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        return _err(400, "paths must be a non-empty list of strings (files, folders or globs)")
+    primary = body.get("primary", True)
+    if not isinstance(primary, bool):
+        return _err(400, "primary must be true or false")
+    # reading files blocks: off the loop; placing them in the store: on it
+    batch = await asyncio.get_running_loop().run_in_executor(None, read_dicom, paths)
+    report = add_to_store(state.store, d, batch, primary=primary)
+    return web.json_response(report.to_json())
+
+
 async def list_image_sets(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     ds = state.store.datastores.get(request.match_info["d"])
@@ -164,7 +190,15 @@ async def fail_next_apply(request: web.Request) -> web.Response:
         return _err(404, exc.message)
     except ValueError as exc:
         return _err(400, str(exc))
-    image_set.fail_next_apply = str(body.get("message", "Injected apply failure"))
+    message = body.get("message", "Injected apply failure")
+    pattern = contract.shape("Message").metadata["pattern"]
+    if (
+        not isinstance(message, str)
+        or not 1 <= len(message) <= 2048
+        or not contract.matches(pattern, message)
+    ):
+        return _err(400, f"message must be 1..2048 characters matching {pattern}")
+    image_set.fail_next_apply = message
     return web.json_response({"ok": True})
 
 
@@ -182,6 +216,7 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post(f"{PREFIX}/datastores", create_datastore)
     r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets", seed)
     r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets", list_image_sets)
+    r.add_post(f"{PREFIX}/datastores/{{d}}/import", import_dicom)
     r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/history", get_history)
     r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/failNextApply", fail_next_apply)
     r.add_get(f"{PREFIX}/stats", stats)

@@ -407,7 +407,10 @@ async def _serve(state: State, request: web.Request, operation: str | None, rid:
             _drop_connection(request)
         return response
     except ApiError as exc:
-        return error_response(exc.code, exc.message, rid)
+        response = error_response(exc.code, exc.message, rid)
+        if exc.code == "RequestEntityTooLargeException":
+            response.force_close()  # the rest of the body is never read
+        return response
     except ValueError as exc:  # decode_blob and friends: bad client input
         return error_response("ValidationException", str(exc), rid)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from aiohttp import web
 from async_hi.emulator._admin import add_admin_routes, history, seed_image_sets
 from async_hi.emulator._app import RequestRecord, State, build_app, fallback_route
 from async_hi.emulator._config import EmulatorConfig
+from async_hi.emulator._dicom_import import ImportReport, add_to_store, read_dicom
 from async_hi.emulator._store import ImageSet, Store
 
 __all__ = ["Emulator", "EmulatorThread", "SeededImageSets"]
@@ -62,7 +64,7 @@ class Emulator:
         """Bind and serve; raises if the port cannot be bound."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
         try:
@@ -183,6 +185,26 @@ class Emulator:
             same_study=same_study,
         )
         return SeededImageSets(d, tuple(s.image_set_id for s in sets))
+
+    def import_dicom(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        datastore_id: str | None = None,
+        primary: bool = True,
+    ) -> ImportReport:
+        """Import DICOM P10 files (headers only) as HealthImaging's import would.
+
+        Args:
+            paths: files, folders (searched recursively) and glob patterns.
+            datastore_id: where; a new datastore when None.
+            primary: False makes every image set non-primary (see ``_dicom_import``).
+
+        Returns:
+            What was imported into which image sets, and every skipped path with its reason.
+        """
+        d = datastore_id or self.create_datastore("imported")
+        return add_to_store(self.store, d, read_dicom(paths), primary=primary)
 
     def image_set(self, datastore_id: str, image_set_id: str) -> ImageSet:
         return self.store.image_set(datastore_id, image_set_id)

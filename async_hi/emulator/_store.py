@@ -42,7 +42,7 @@ class Version:
     workflow_status: str
     message: str | None = None
     forced: bool = False
-    #: what made it: "created", "update", "revert", "study-consistency"
+    #: what made it: "created", "update", "revert", "study-consistency", "import"
     origin: str = "update"
     #: request digest (sha256 of the body and query), for the history API
     request_digest: str | None = None
@@ -159,6 +159,31 @@ class Store:
         )
         ds.image_sets[isid] = image_set
         return image_set
+
+    def add_version(
+        self, image_set: ImageSet, metadata: Mapping[str, Any], *, workflow_status: str = "IMPORTED"
+    ) -> Version:
+        """Append an already-applied version (an import into an existing primary image set).
+
+        Raises:
+            ApiError: ConflictException if the image set is LOCKED or DELETED.
+        """
+        self.settle(image_set)
+        self._check_writable(image_set)
+        now = self.clock()
+        doc = copy.deepcopy(dict(metadata))
+        doc["DatastoreID"] = image_set.datastore_id
+        doc["ImageSetID"] = image_set.image_set_id
+        version = Version(
+            version_id=image_set.latest.version_id + 1,
+            metadata=doc,
+            created_at=now,
+            updated_at=now,
+            workflow_status=workflow_status,
+            origin="import",
+        )
+        image_set.versions.append(version)
+        return version
 
     # -- lookups -------------------------------------------------------------
 

@@ -1,0 +1,123 @@
+"""GetImageSetMetadata of an imported file shows every top-level element as pydicom reads it.
+
+Each shipped pydicom test file that imports goes into its own datastore (so no
+other file's patient, study or series values win), then boto3 fetches the
+metadata and every top-level element of the file is looked up at its level
+and compared with the value pydicom reads. Not copied by design: the file
+meta group, group lengths and the pixel data (never read).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import warnings
+from typing import Any
+
+import boto3
+import pydicom
+from botocore.config import Config
+from pydicom import datadict
+from pydicom.multival import MultiValue
+
+from async_hi.emulator import EmulatorThread, pydicom_test_data_paths
+from async_hi.levels import Level, level_of
+
+_BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+_NUMBERS = {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"}
+
+
+def _key(tag: int) -> tuple[str, Level]:
+    keyword = "" if tag >> 16 & 1 else datadict.keyword_for_tag(tag)
+    if keyword and datadict.tag_for_keyword(keyword) == tag:
+        return keyword, level_of(keyword)
+    return f"{tag:08X}", Level.INSTANCE
+
+
+def _kept(tag: int) -> bool:
+    return tag >> 16 != 0x0002 and tag & 0xFFFF != 0 and tag != 0x7FE00010
+
+
+def _same_scalar(expected: Any, got: Any, vr: str) -> bool:
+    if expected is None or expected == "":
+        return got is None
+    if vr in _NUMBERS or (" or " in vr and isinstance(expected, int)):
+        return isinstance(got, (int, float)) and math.isclose(got, float(expected))
+    if vr == "AT":
+        return int(got, 16) == int(expected)
+    if vr in ("IS", "DS"):
+        try:
+            return float(got) == float(expected)
+        except ValueError:  # an invalid number is kept as written
+            return bool(got == str(expected))
+    return bool(got == str(expected))
+
+
+def _same(elem: Any, got: Any) -> bool:
+    vr, value = str(elem.VR), elem.value
+    if vr == "SQ":
+        if not value:
+            return got is None
+        return len(got) == len(value) and all(
+            # iterating a Dataset yields elements (and decodes them): tags come from keys()
+            set(g) == {_key(int(t))[0] for t in item.keys() if _kept(int(t))}  # noqa: SIM118
+            for g, item in zip(got, value, strict=True)
+        )
+    if vr in _BINARY or isinstance(value, bytes):
+        return got is None
+    if isinstance(value, (MultiValue, list)):
+        return (
+            isinstance(got, list)
+            and all(_same_scalar(e, g, vr) for e, g in zip(value, got, strict=True))
+            and len(got) == len(value)
+        )
+    return _same_scalar(value, got, vr)
+
+
+def _levels(doc: dict[str, Any]) -> dict[Level, dict[str, Any]]:
+    (series,) = doc["Study"]["Series"].values()
+    (inst,) = series["Instances"].values()
+    return {
+        Level.PATIENT: doc["Patient"]["DICOM"],
+        Level.STUDY: doc["Study"]["DICOM"],
+        Level.SERIES: series["DICOM"],
+        Level.INSTANCE: inst["DICOM"],
+    }
+
+
+def test_every_imported_file_round_trips_through_get_image_set_metadata(
+    emulator_thread: EmulatorThread,
+) -> None:
+    emu = emulator_thread
+    client = boto3.client("medical-imaging", config=Config(inject_host_prefix=False), **emu.client_kwargs())
+    checked_files = checked_elements = 0
+    for path in pydicom_test_data_paths():
+        report = emu.call(lambda path=path: emu.emulator.import_dicom([path]))  # type: ignore[misc]
+        if not report.image_sets:
+            continue
+        (isid,) = report.image_set_ids
+        r = client.get_image_set_metadata(datastoreId=report.datastore_id, imageSetId=isid)
+        doc = json.loads(gzip.decompress(r["imageSetMetadataBlob"].read()))
+        assert (doc["DatastoreID"], doc["ImageSetID"]) == (report.datastore_id, isid)
+        levels = _levels(doc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for tag in ds.keys():  # noqa: SIM118 (tags without decoding, see above)
+                if not _kept(int(tag)):
+                    continue
+                key, level = _key(int(tag))
+                assert key in levels[level], f"{path}: {key} missing at {level.value} level"
+                others = [lv for lv in Level if lv is not level and key in levels[lv]]
+                assert not others, f"{path}: {key} also at {others}"
+                try:
+                    elem = ds[tag]
+                except Exception:  # pydicom cannot decode it: the import keeps null
+                    assert levels[level][key] is None
+                    continue
+                assert _same(elem, levels[level][key]), f"{path}: {key} differs"
+                checked_elements += 1
+        checked_files += 1
+    assert checked_files == 160
+    assert checked_elements > 5000
