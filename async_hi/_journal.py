@@ -31,6 +31,8 @@ error. An exclusive ``flock`` keeps two processes off one journal.
 
 from __future__ import annotations
 
+import array
+import bisect
 import fcntl
 import json
 import os
@@ -86,7 +88,11 @@ class Journal:
         self.retry_failed = retry_failed
         self._fsync = fsync
         self._file: IO[bytes] | None = None
-        self._finished: dict[int, tuple[str, str]] = {}  # key -> (status, digest prefix)
+        # finished keys of earlier runs, sorted, as compact arrays (13 bytes a key):
+        # a resumed million-line job costs megabytes, not a dict of tuples
+        self._keys = array.array("q")
+        self._digests = array.array("I")  # the first 32 bits of the request digest
+        self._status = array.array("b")  # _CODES
         self._open: dict[int, Intent] = {}
         self._next_id = 1
         self._pending: list[bytes] = []
@@ -96,7 +102,7 @@ class Journal:
 
     def __repr__(self) -> str:
         return (
-            f"Journal({str(self.path)!r}, finished={len(self._finished)}, open={len(self._open)}, "
+            f"Journal({str(self.path)!r}, finished={self.finished_count}, open={len(self._open)}, "
             f"next_id={self._next_id})"
         )
 
@@ -155,10 +161,24 @@ class Journal:
                 if f.read(1) == b"":  # the last line: a write the process did not finish
                     return start
                 raise JournalError(f"journal {self.path} line {number} is corrupt") from None
-            self._apply(record, number)
+            self._apply(record, number, loading=True)
+        self._sort_finished()
         return None
 
-    def _apply(self, record: dict[str, Any], number: int) -> None:
+    def _sort_finished(self) -> None:
+        # stable: among records of one key the last one (the newest) wins
+        order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
+        keys, digests, status = array.array("q"), array.array("I"), array.array("b")
+        for i in order:
+            if keys and keys[-1] == self._keys[i]:
+                digests[-1], status[-1] = self._digests[i], self._status[i]
+            else:
+                keys.append(self._keys[i])
+                digests.append(self._digests[i])
+                status.append(self._status[i])
+        self._keys, self._digests, self._status = keys, digests, status
+
+    def _apply(self, record: dict[str, Any], number: int, *, loading: bool = False) -> None:
         kind = record.get("t")
         try:
             if kind == "journal":
@@ -182,13 +202,15 @@ class Journal:
                     self._open.pop(int(record["id"]), None) if record.get("id") is not None else None
                 )
                 landed = kind == "applied" or (kind == "reconciled" and bool(record["applied"]))
-                status = APPLIED if landed else FAILED if kind == "failed" else None
+                # reconciled as not applied: unfinished, to be sent again
+                code = _CODES[APPLIED] if landed else _CODES[FAILED] if kind == "failed" else 0
                 digests = intent_or_none.digests if intent_or_none else tuple(record.get("digests", ()))
-                for i, key in enumerate(int(k) for k in record["keys"]):
-                    if status is None:
-                        self._finished.pop(key, None)  # reconciled as not applied: to be sent again
-                    else:
-                        self._finished[key] = (status, digests[i][:16] if i < len(digests) else "")
+                keys = [int(k) for k in record["keys"]]
+                if loading:  # a live run never meets its own keys again: nothing to remember
+                    for i, key in enumerate(keys):
+                        self._keys.append(key)
+                        self._digests.append(_prefix(digests[i]) if i < len(digests) else 0)
+                        self._status.append(code)
             else:
                 raise JournalError(f"journal {self.path} line {number}: unknown record type")
         except (KeyError, TypeError, ValueError):
@@ -207,21 +229,23 @@ class Journal:
         Raises:
             JournalMismatchError: the journal has this key for a different request.
         """
-        entry = self._finished.get(key)
-        if entry is None:
+        i = bisect.bisect_left(self._keys, key)
+        if i == len(self._keys) or self._keys[i] != key or self._status[i] == 0:
             return None
-        status, prefix = entry
-        if prefix and not digest.startswith(prefix):
+        prefix = self._digests[i]
+        if prefix and prefix != _prefix(digest):
             raise JournalMismatchError(
                 f"journal {self.path}: request {key} differs from the one journaled (was the input edited?)"
             )
+        status = APPLIED if self._status[i] == _CODES[APPLIED] else FAILED
         if status == FAILED and self.retry_failed:
             return None
         return status
 
     @property
     def finished_count(self) -> int:
-        return len(self._finished)
+        """Requests the journal had finished when it was opened."""
+        return sum(1 for code in self._status if code)
 
     # -- writing --------------------------------------------------------------
 
@@ -316,6 +340,16 @@ class Journal:
         self._file.flush()
         if self._fsync:
             os.fsync(self._file.fileno())
+
+
+_CODES = {APPLIED: 1, FAILED: 2}
+
+
+def _prefix(digest: str) -> int:
+    try:
+        return int(digest[:8], 16)
+    except ValueError:
+        return 0
 
 
 def _line(record: dict[str, Any]) -> bytes:

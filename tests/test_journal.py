@@ -63,6 +63,10 @@ async def test_records_survive_reopen_and_never_hold_values(tmp_path: Path) -> N
     async with Journal(path, retry_failed=True) as j:
         assert j.finished(3, u3.digest()) is None
         assert j.finished(1, u1.digest()) == "applied"
+        again = await j.intent(keys=[3], digests=[u3.digest()], datastore_id=DS, image_set_id=IS, base="2")
+        await j.applied(again, version="3")
+    async with Journal(path) as j:
+        assert j.finished(3, u3.digest()) == "applied"  # the newest record of a key wins
 
 
 async def test_torn_last_line_is_dropped_and_truncated(tmp_path: Path) -> None:
@@ -119,8 +123,10 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pyte
         async with anyio.create_task_group() as tg:
             for k in range(50):
                 tg.start_soon(one, k)
-        assert all(j.finished(k, "ab" * 32) == "failed" for k in range(50))
     assert 1 <= len(syncs) < 50
+    async with Journal(tmp_path / "j.jsonl") as j:
+        assert all(j.finished(k, "ab" * 32) == "failed" for k in range(50))
+        assert j.finished_count == 50
     assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 51
 
 
@@ -199,6 +205,8 @@ async def test_reconcile_decides_from_the_version_history(
     async with Journal(tmp_path / "j") as j:
         (verdict,) = await reconcile(j, [(6, other), (7, ours), (8, other)], StoreReader(s))
         assert (verdict.applied, verdict.version) == (applied, version)
+        assert not j.open_intents
+    async with Journal(tmp_path / "j") as j:
         assert not j.open_intents
         assert j.finished(7, ours.digest()) == ("applied" if applied else None)
 
