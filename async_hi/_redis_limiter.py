@@ -35,7 +35,8 @@ decides, explicitly:
 
 The limiter satisfies the client's ``RateLimiter`` protocol (``acquire``,
 ``release``, ``on_throttle``, ``on_success``, ``current_rate``). It needs the
-optional ``redis`` dependency (``pip install 'async-hi[redis]'``).
+optional ``redis`` dependency (``pip install 'async-hi[redis]'``) and runs on
+asyncio only (redis-py's client is asyncio-based).
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def valid_on(meta: dict[str, Any], u: MetadataUpdate) -> bool:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
 @given(st.lists(updates(), min_size=2, max_size=6))
 def test_greedy_merge_equals_sequential_application(seq: list[MetadataUpdate]) -> None:
