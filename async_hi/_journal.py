@@ -93,6 +93,8 @@ class Journal:
         self._keys = array.array("q")
         self._digests = array.array("I")  # the first 32 bits of the request digest
         self._status = array.array("b")  # _CODES
+        # keys settled in this session before the run reaches them (reconcile): few, by nature
+        self._settled: dict[int, tuple[int, int]] = {}
         self._open: dict[int, Intent] = {}
         self._next_id = 1
         self._pending: list[bytes] = []
@@ -206,11 +208,16 @@ class Journal:
                 code = _CODES[APPLIED] if landed else _CODES[FAILED] if kind == "failed" else 0
                 digests = intent_or_none.digests if intent_or_none else tuple(record.get("digests", ()))
                 keys = [int(k) for k in record["keys"]]
-                if loading:  # a live run never meets its own keys again: nothing to remember
-                    for i, key in enumerate(keys):
+                for i, key in enumerate(keys):
+                    prefix = _prefix(digests[i]) if i < len(digests) else 0
+                    if loading:
                         self._keys.append(key)
-                        self._digests.append(_prefix(digests[i]) if i < len(digests) else 0)
+                        self._digests.append(prefix)
                         self._status.append(code)
+                    elif kind == "reconciled":
+                        # settled before the run meets these keys: remember them. The run's own
+                        # outcomes are for keys it has already passed: nothing to remember.
+                        self._settled[key] = (code, prefix)
             else:
                 raise JournalError(f"journal {self.path} line {number}: unknown record type")
         except (KeyError, TypeError, ValueError):
@@ -229,15 +236,20 @@ class Journal:
         Raises:
             JournalMismatchError: the journal has this key for a different request.
         """
-        i = bisect.bisect_left(self._keys, key)
-        if i == len(self._keys) or self._keys[i] != key or self._status[i] == 0:
+        if key in self._settled:
+            code, prefix = self._settled[key]
+        else:
+            i = bisect.bisect_left(self._keys, key)
+            if i == len(self._keys) or self._keys[i] != key:
+                return None
+            code, prefix = self._status[i], self._digests[i]
+        if code == 0:
             return None
-        prefix = self._digests[i]
         if prefix and prefix != _prefix(digest):
             raise JournalMismatchError(
                 f"journal {self.path}: request {key} differs from the one journaled (was the input edited?)"
             )
-        status = APPLIED if self._status[i] == _CODES[APPLIED] else FAILED
+        status = APPLIED if code == _CODES[APPLIED] else FAILED
         if status == FAILED and self.retry_failed:
             return None
         return status
@@ -245,7 +257,7 @@ class Journal:
     @property
     def finished_count(self) -> int:
         """Requests the journal had finished when it was opened."""
-        return sum(1 for code in self._status if code)
+        return sum(1 for code in self._status if code) + sum(1 for code, _ in self._settled.values() if code)
 
     # -- writing --------------------------------------------------------------
 

@@ -167,3 +167,34 @@ async def test_resume_skips_finished_and_reuses_no_quota_for_them(tmp_path: Path
     assert calls == before
     assert [o.status for o in second] == ["skipped"] * 12
     assert all(o.previous == "applied" and o.ok for o in second)
+
+
+async def test_a_call_reconciled_as_landed_is_not_sent_again_in_the_same_session(tmp_path: Path) -> None:
+    store = Store(lock_seconds=0)
+    ds = store.create_datastore().datastore_id
+    iset = store.add_image_set(ds, synthetic_metadata(random.Random(0))).image_set_id
+    requests = make_requests(ds, [iset], 3, 0)
+    async with Journal(tmp_path / "j") as journal:
+        await journal.intent(
+            keys=[1], digests=[requests[0][1].digest()], datastore_id=ds, image_set_id=iset, base="1"
+        )
+    await store_apply(store)(requests[0][1])  # it landed; the process died before hearing so
+    sent: list[MetadataUpdate] = []
+    inner = store_apply(store)
+
+    async def apply(u: MetadataUpdate) -> Result:
+        sent.append(u)
+        result: Result = await inner(u)
+        return result
+
+    async with Journal(tmp_path / "j") as journal:
+        (verdict,) = await reconcile(journal, requests, StoreReader(store))
+        assert verdict.applied
+        async with update_many(
+            requests, apply=apply, journal=journal, reader=StoreReader(store), coalesce=False
+        ) as run:
+            outcomes = {o.index: o async for o in run}
+    assert outcomes[1].status == "skipped"
+    assert outcomes[1].previous == "applied"
+    assert [u.digest() for u in sent] == [requests[1][1].digest(), requests[2][1].digest()]
+    assert len(store.image_set(ds, iset).versions) == 4
