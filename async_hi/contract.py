@@ -28,6 +28,7 @@ __all__ = [
     "SERVICE_NAME",
     "SIGNING_NAME",
     "Quota",
+    "compiled_pattern",
     "decode_blob",
     "error_codes",
     "error_status",
@@ -126,6 +127,11 @@ def error_status(code: str) -> int:
 def _compiled(pattern: str) -> re.Pattern[str]:
     # The model's patterns are Java regexes: ASCII classes (\d, \w) and \p{ASCII}.
     return re.compile(pattern.replace(r"\p{ASCII}", r"[\x00-\x7F]"), re.ASCII)
+
+
+def compiled_pattern(pattern: str) -> re.Pattern[str]:
+    """A service-model ``pattern`` as a Python regex with Java's semantics (for generators and checks)."""
+    return _compiled(pattern)
 
 
 def matches(pattern: str, value: str) -> bool:

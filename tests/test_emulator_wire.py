@@ -327,10 +327,9 @@ async def test_deep_nesting_and_long_ids_are_400(raw: RawClient, one: tuple[str,
     deep = b'{"DICOMUpdates":' + b"[" * 10000 + b"]" * 10000 + b"}"
     r = await raw.send(raw.url(d, i, "updateImageSetMetadata", "latestVersion=1"), deep)  # RB06
     assert_error(r, 400, "ValidationException")
-    r = await raw.send(
-        raw.url("a" * 5000, i, "updateImageSetMetadata", "latestVersion=1"), STUDY_UPDATE
-    )  # RB07
-    assert_error(r, 400, "ValidationException")
+    for length in (5000, 20000):  # RB07: past aiohttp's default 8190-byte request line too
+        url = raw.url("a" * length, i, "updateImageSetMetadata", "latestVersion=1")
+        assert_error(await raw.send(url, STUDY_UPDATE), 400, "ValidationException")
 
 
 async def test_unknown_route_is_json_404(raw: RawClient) -> None:

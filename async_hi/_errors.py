@@ -1,0 +1,317 @@
+"""The exception tree, and the one boundary where transport errors are translated.
+
+::
+
+    HealthImagingError
+    ├── InvalidUpdateError (also ValueError)   the update breaks a rule; no quota spent
+    ├── ServiceError                           the service answered with an error
+    │   ├── AccessDeniedError                  403 AccessDeniedException (and front-door auth codes)
+    │   ├── BadRequestError                    400 BadRequestException
+    │   ├── ConflictError                      409 ConflictException (stale version, LOCKED, DELETED)
+    │   ├── InternalServerError                500 InternalServerException (and any 5xx)
+    │   ├── NotAcceptableError                 406 NotAcceptableException
+    │   ├── ResourceNotFoundError              404 ResourceNotFoundException
+    │   ├── ServiceQuotaExceededError          402 ServiceQuotaExceededException
+    │   ├── ThrottlingError                    429 ThrottlingException
+    │   └── ValidationError                    400 ValidationException
+    ├── TransportError                         no answer
+    │   ├── ConnectError                       never sent (connect failed or timed out)
+    │   └── ResponseLostError                  maybe sent, answer lost (read timeout, dropped connection)
+    └── UpdateError                            an update could not be brought to an end
+        ├── ImageSetDeletedError               the image set is DELETED
+        ├── RetriesExhaustedError              the attempt budget ran out (``last_error`` says why)
+        ├── DeadlineExceededError              the time budget ran out
+        └── OutcomeUnknownError                a budget ran out while a write's fate was still unknown
+
+:func:`map_error` is the only place botocore, aiohttp and httpx exceptions are
+turned into this tree (raised ``from`` the original). Messages carry codes,
+statuses, operation names and ids, never attribute values; the service's own
+message text is kept in ``ServiceError.service_message`` and left out of
+``str()`` because a service may echo request content in it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import botocore.exceptions
+
+from async_hi import contract
+
+__all__ = [
+    "AccessDeniedError",
+    "BadRequestError",
+    "ConflictError",
+    "ConnectError",
+    "DeadlineExceededError",
+    "HealthImagingError",
+    "ImageSetDeletedError",
+    "InternalServerError",
+    "NotAcceptableError",
+    "OutcomeUnknownError",
+    "ResourceNotFoundError",
+    "ResponseLostError",
+    "RetriesExhaustedError",
+    "ServiceError",
+    "ServiceQuotaExceededError",
+    "ThrottlingError",
+    "TransportError",
+    "UpdateError",
+    "ValidationError",
+    "error_class",
+    "map_error",
+]
+
+
+class HealthImagingError(Exception):
+    """Base of every error async-hi raises."""
+
+
+class ServiceError(HealthImagingError):
+    """The service answered with an error.
+
+    Attributes:
+        code: the error code (``x-amzn-ErrorType``), e.g. ``"ConflictException"``.
+        status: the HTTP status.
+        operation: the operation called.
+        request_id: the service's request id, if any.
+        retry_after: seconds from ``Retry-After`` / ``x-amz-retry-after``, if any.
+        service_message: the service's message text (may echo request content; not in ``str()``).
+    """
+
+    def __init__(
+        self,
+        *,
+        code: str,
+        status: int,
+        operation: str,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        service_message: str | None = None,
+    ) -> None:
+        self.code = code
+        self.status = status
+        self.operation = operation
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.service_message = service_message
+        rid = f", request id {request_id}" if request_id else ""
+        super().__init__(f"{operation}: {code} (HTTP {status}{rid})")
+
+
+class AccessDeniedError(ServiceError):
+    """403: not allowed, or the front door refused the credentials or signature."""
+
+
+class BadRequestError(ServiceError):
+    """400 BadRequestException."""
+
+
+class ConflictError(ServiceError):
+    """409: the version is stale, the image set is LOCKED by an update, or DELETED."""
+
+
+class InternalServerError(ServiceError):
+    """5xx: the service failed; for a write, it may or may not have been applied."""
+
+
+class NotAcceptableError(ServiceError):
+    """406 NotAcceptableException."""
+
+
+class ResourceNotFoundError(ServiceError):
+    """404: no such datastore, image set or version."""
+
+
+class ServiceQuotaExceededError(ServiceError):
+    """402: a service quota (not a rate) is exhausted."""
+
+
+class ThrottlingError(ServiceError):
+    """429: the operation's request rate quota was exceeded."""
+
+
+class ValidationError(ServiceError):
+    """400: the service refused the request as invalid."""
+
+
+class TransportError(HealthImagingError):
+    """No answer from the service.
+
+    Attributes:
+        operation: the operation called.
+        sent: False when the request certainly never reached the service.
+    """
+
+    sent: bool = True
+
+    def __init__(self, operation: str, what: str) -> None:
+        self.operation = operation
+        super().__init__(f"{operation}: {what}")
+
+
+class ConnectError(TransportError):
+    """The connection could not be made: the request was never sent."""
+
+    sent = False
+
+
+class ResponseLostError(TransportError):
+    """The request may have been sent but no answer came (timeout, dropped connection)."""
+
+
+class UpdateError(HealthImagingError):
+    """An update could not be brought to an end.
+
+    Attributes:
+        datastore_id, image_set_id: the target.
+        attempts: write attempts made.
+        last_error: the last error seen, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        datastore_id: str,
+        image_set_id: str,
+        attempts: int,
+        last_error: BaseException | None = None,
+    ) -> None:
+        self.datastore_id = datastore_id
+        self.image_set_id = image_set_id
+        self.attempts = attempts
+        self.last_error = last_error
+        cause = f"; last error: {last_error}" if last_error is not None else ""
+        super().__init__(f"image set {image_set_id}: {message} after {attempts} attempt(s){cause}")
+
+
+class ImageSetDeletedError(UpdateError):
+    """The image set is DELETED; no write can succeed."""
+
+
+class RetriesExhaustedError(UpdateError):
+    """The attempt budget (``RetryPolicy.max_attempts``) ran out."""
+
+
+class DeadlineExceededError(UpdateError):
+    """The time budget (``RetryPolicy.deadline``) ran out."""
+
+
+class OutcomeUnknownError(UpdateError):
+    """A budget ran out while a write might have been applied and could not be checked."""
+
+
+_BY_CODE: dict[str, type[ServiceError]] = {
+    "AccessDeniedException": AccessDeniedError,
+    "BadRequestException": BadRequestError,
+    "ConflictException": ConflictError,
+    "InternalServerException": InternalServerError,
+    "NotAcceptableException": NotAcceptableError,
+    "ResourceNotFoundException": ResourceNotFoundError,
+    "ServiceQuotaExceededException": ServiceQuotaExceededError,
+    "ThrottlingException": ThrottlingError,
+    "ValidationException": ValidationError,
+}
+_BY_STATUS: dict[int, type[ServiceError]] = {
+    400: ValidationError,
+    402: ServiceQuotaExceededError,
+    403: AccessDeniedError,
+    404: ResourceNotFoundError,
+    406: NotAcceptableError,
+    409: ConflictError,
+    429: ThrottlingError,
+}
+
+
+def error_class(code: str, status: int | None = None) -> type[ServiceError]:
+    """The class for a service error ``code`` (falling back on the HTTP ``status``).
+
+    Args:
+        code: the error code, e.g. ``"ThrottlingException"``.
+        status: the HTTP status, used when the code is not modeled.
+    """
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls
+    if code in ("Throttling", "ThrottledException", "TooManyRequestsException", "RequestLimitExceeded"):
+        return ThrottlingError
+    if status is None:
+        try:
+            status = contract.error_status(code)
+        except KeyError:
+            return ServiceError
+    if status >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status, ServiceError)
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The server's retry hint in seconds.
+
+    ``x-amz-retry-after`` is read as milliseconds, ``Retry-After`` as seconds or an HTTP date.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    amz = lower.get("x-amz-retry-after")
+    if amz is not None:
+        try:
+            return max(0.0, float(amz) / 1000.0)
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+_NOT_SENT = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)
+_LOST = (
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.HTTPClientError,
+)
+
+
+def map_error(exc: BaseException, operation: str) -> HealthImagingError | None:
+    """Translate a botocore/aiohttp/httpx exception into the tree; None if it is not one of them.
+
+    Args:
+        exc: the exception raised by the aiobotocore call.
+        operation: the operation that was called.
+    """
+    if isinstance(exc, HealthImagingError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        response: Mapping[str, Any] = exc.response or {}
+        err = response.get("Error", {}) or {}
+        meta = response.get("ResponseMetadata", {}) or {}
+        status = int(meta.get("HTTPStatusCode") or 0)
+        code = str(err.get("Code") or status or "Unknown")
+        headers = meta.get("HTTPHeaders", {}) or {}
+        cls = error_class(code, status or None)
+        return cls(
+            code=code,
+            status=status,
+            operation=operation,
+            request_id=meta.get("RequestId") or headers.get("x-amzn-requestid"),
+            retry_after=retry_after_seconds(headers),
+            service_message=err.get("Message"),
+        )
+    if isinstance(exc, _NOT_SENT):
+        return ConnectError(operation, f"could not connect ({type(exc).__name__})")
+    if isinstance(exc, _LOST):
+        return ResponseLostError(operation, f"no answer ({type(exc).__name__})")
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return ResponseLostError(operation, f"no answer ({type(exc).__name__})")
+    return None

@@ -1,0 +1,170 @@
+"""Bounded retries: the policy (full jitter, attempts and a deadline) and one attempt through the limiter.
+
+:class:`Caller` is where every request goes: it takes the limiter's slot and
+token, calls, records the outcome (counters, events), tells the limiter about
+429s and successes, and gives the slot back. :meth:`Caller.with_retries`
+retries idempotent reads on 429, 5xx and transport errors; writes are retried
+by the conflict resolver (``_conflict``), which must first rule out that an
+earlier attempt was applied.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from async_hi._clock import Clock
+from async_hi._errors import (
+    HealthImagingError,
+    InternalServerError,
+    ServiceError,
+    ThrottlingError,
+    TransportError,
+)
+from async_hi._events import Recorder, RequestFinished, Retrying
+from async_hi._limiter import RateLimiter
+
+__all__ = ["Caller", "RetryPolicy", "is_retryable"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How long and how often to keep trying.
+
+    Args:
+        max_attempts: requests per call (reads) or write attempts per update, >= 1.
+        deadline: seconds one call or update may take in total, > 0.
+        base_delay: first backoff ceiling in seconds (full jitter: ``rand(0, min(max_delay, base * 2**n))``).
+        max_delay: the largest backoff ceiling.
+        max_conflicts: 409 answers one update may receive, >= 0.
+        poll_base: first delay ceiling while polling a LOCKED or applying image set.
+        poll_max: the largest polling delay ceiling.
+    """
+
+    max_attempts: int = 12
+    deadline: float = 900.0
+    base_delay: float = 0.2
+    max_delay: float = 20.0
+    max_conflicts: int = 10
+    poll_base: float = 0.1
+    poll_max: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts!r}")
+        if self.max_conflicts < 0:
+            raise ValueError(f"RetryPolicy.max_conflicts must be >= 0, got {self.max_conflicts!r}")
+        for name in ("deadline", "base_delay", "max_delay", "poll_base", "poll_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"RetryPolicy.{name} must be > 0, got {getattr(self, name)!r}")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Full-jitter delay before retry number ``retry`` (1 for the first retry)."""
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2.0 ** (retry - 1)))
+
+    def poll_delay(self, poll: int, rng: random.Random) -> float:
+        """Delay before poll number ``poll`` of a LOCKED or applying image set.
+
+        Half fixed, half jittered: polls spread out but never hammer the endpoint.
+        """
+        ceiling = min(self.poll_max, self.poll_base * 2.0 ** (poll - 1))
+        return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """429, 5xx and transport errors are worth another attempt; nothing else is."""
+    return isinstance(exc, (ThrottlingError, InternalServerError, TransportError))
+
+
+class Caller:
+    """Sends single attempts through a limiter, recording each outcome.
+
+    Args:
+        limiter: the rate limiter.
+        clock: time source for backoff and durations.
+        recorder: counters and the event hook.
+        policy: bounds of :meth:`with_retries`.
+        rng: random source for jitter (seed it in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        limiter: RateLimiter,
+        clock: Clock,
+        recorder: Recorder,
+        policy: RetryPolicy,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.clock = clock
+        self.recorder = recorder
+        self.policy = policy
+        self.rng = rng or random.Random()
+
+    @asynccontextmanager
+    async def slot(self, operation: str) -> AsyncIterator[None]:
+        """Hold a slot and a token of ``operation`` for one request."""
+        await self.limiter.acquire(operation)
+        try:
+            yield
+        finally:
+            self.limiter.release(operation)
+
+    async def send(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
+        """One request (the caller holds the slot): record it, and tell the limiter how it went."""
+        t0 = self.clock.now()
+        try:
+            result = await fn()
+        except HealthImagingError as exc:
+            status = exc.status if isinstance(exc, ServiceError) else None
+            outcome = exc.code if isinstance(exc, ServiceError) else type(exc).__name__
+            self.recorder.emit(
+                RequestFinished(operation, image_set_id, outcome, status, self.clock.now() - t0)
+            )
+            if isinstance(exc, ThrottlingError):
+                await self.limiter.on_throttle(operation, exc.retry_after)
+            raise
+        self.recorder.emit(RequestFinished(operation, image_set_id, "ok", 200, self.clock.now() - t0))
+        await self.limiter.on_success(operation)
+        return result
+
+    async def once(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
+        """Take a slot and a token, then :meth:`send`."""
+        async with self.slot(operation):
+            return await self.send(operation, image_set_id, fn)
+
+    async def with_retries(
+        self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]
+    ) -> T:
+        """:meth:`once`, retried on 429, 5xx and transport errors within the policy's bounds.
+
+        Only for idempotent requests. A 429 is retried without extra delay: the
+        limiter (cut rate, drained bucket, Retry-After) paces the next attempt.
+
+        Raises:
+            HealthImagingError: the last error, when it is not retryable or the bounds ran out.
+        """
+        start = self.clock.now()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.once(operation, image_set_id, fn)
+            except HealthImagingError as exc:
+                remaining = self.policy.deadline - (self.clock.now() - start)
+                if not is_retryable(exc) or attempt >= self.policy.max_attempts or remaining <= 0:
+                    raise
+                delay = 0.0 if isinstance(exc, ThrottlingError) else self.policy.backoff(attempt, self.rng)
+                delay = min(delay, remaining)
+                self.recorder.emit(Retrying(operation, image_set_id, attempt + 1, delay, _reason(exc)))
+                await self.clock.sleep(delay)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, ServiceError) else type(exc).__name__

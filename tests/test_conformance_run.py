@@ -1,0 +1,227 @@
+"""The suite end to end: our emulator passes everything; a non-HealthImaging endpoint fails loudly.
+
+Also the two front ends: ``async-hi conformance`` and the pytest plugin, in subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from aiohttp import web
+from rich.console import Console
+
+from async_hi.emulator import Emulator
+from conformance import (
+    CheckLevel,
+    Credentials,
+    NoPacing,
+    Outcome,
+    Settings,
+    Target,
+    emulator_target,
+    run_conformance,
+)
+from conformance._report import print_report, to_json, to_junit_xml
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+async def test_the_emulator_passes_every_check_within_a_minute() -> None:
+    async with emulator_target() as target:
+        report = await run_conformance(target)
+    not_passed = [
+        f"{r.check.id} {r.outcome.value}: {r.message}"
+        for r in report.results
+        if r.outcome is not Outcome.PASS
+    ]
+    assert not_passed == []
+    assert len(report.results) == 65
+    assert report.seconds < 60
+    assert report.exit_status == 0
+    assert report.restore is not None
+    assert report.restore.ok
+    assert "reverted to the content of version 1" in report.restore.message
+    data = json.loads(to_json(report))
+    assert data["counts"]["pass"] == 65
+    assert ET.fromstring(to_junit_xml(report)).tag == "testsuites"
+
+
+async def test_read_only_run_changes_nothing_on_the_emulator() -> None:
+    async with Emulator(lock_seconds=0.05, quotas=None) as emu:
+        seeded = emu.seed(1)
+        target = Target(
+            endpoint_url=emu.endpoint_url,
+            credentials=Credentials(
+                access_key_id=emu.access_key_id, secret_access_key=emu.secret_access_key, region=emu.region
+            ),
+            datastore_id=seeded.datastore_id,
+            image_set_id=seeded.image_set_ids[0],
+        )
+        report = await run_conformance(target, pacer=NoPacing(), settings=Settings(examples=10))
+        assert len(emu.image_set(seeded.datastore_id, seeded.image_set_ids[0]).versions) == 1
+    skipped = {r.check.id for r in report.results if r.outcome is Outcome.SKIP}
+    writes = {r.check.id for r in report.results if r.check.writes}
+    assert skipped == writes
+    assert len(writes) == 16
+    assert all(r.outcome is Outcome.PASS for r in report.results if not r.check.writes)
+    assert report.restore is not None
+    assert report.restore.message == "unchanged: still version 1"
+
+
+@pytest.fixture
+async def not_healthimaging() -> AsyncIterator[str]:
+    """A plain aiohttp app answering 200 {} to everything."""
+
+    async def anything(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({})
+
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_non_healthimaging_endpoint_fails_loudly_and_readably(not_healthimaging: str) -> None:
+    creds = Credentials(access_key_id="AKIAFAKE", secret_access_key="secret", region="us-east-1")
+    target = Target(
+        endpoint_url=not_healthimaging,
+        credentials=creds,
+        datastore_id="a" * 32,
+        image_set_id="b" * 32,
+        allow_writes=True,
+    )
+    report = await run_conformance(target, pacer=NoPacing(), settings=Settings(examples=5))
+    assert report.exit_status == 1
+    must = [r for r in report.results if r.check.level is CheckLevel.MUST]
+    failed = [r for r in must if r.outcome is Outcome.FAIL]
+    assert len(failed) >= 40
+    assert report.result("RV01").message == "datastoreId uppercase: expected 400, got 200 (+3 more)"
+    assert "is this a HealthImaging endpoint?" in report.result("SR01").message
+    assert "is this a HealthImaging endpoint?" in report.notes[0]
+    assert not any("could not complete" in r.message for r in report.results), "a check crashed"
+    console = Console(record=True, width=140)
+    print_report(report, console)
+    text = console.export_text()
+    assert "FAIL" in text
+    assert "MUST check(s) failed" in text
+    assert "curl" in text
+
+
+async def test_cli_against_a_non_healthimaging_endpoint_exits_1(
+    not_healthimaging: str, tmp_path: Path
+) -> None:
+    junit = tmp_path / "r.xml"
+    cmd = [
+        sys.executable, "-m", "async_hi", "conformance", "--endpoint", not_healthimaging,
+        "--datastore-id", "a" * 32, "--image-set-id", "b" * 32, "--region", "us-east-1",
+        "--access-key-id", "AKIAFAKE", "--secret-access-key", "secret",
+        "--select", "RV01,RB", "--no-pacing", "--quiet", "--examples", "3", "--junit", str(junit),
+    ]  # fmt: skip
+    done = await anyio.run_process(cmd, cwd=ROOT, env=_env(), check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 1, done.stderr.decode()
+    assert "RV01" in out
+    assert "FAIL" in out
+    assert "expected 400, got 200" in out
+    failures = ET.parse(junit).getroot().findall(".//failure")
+    assert len(failures) >= 5
+
+
+async def test_cli_emulator_run_writes_json(tmp_path: Path) -> None:
+    out_json = tmp_path / "r.json"
+    done = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "async_hi",
+            "conformance",
+            "--emulator",
+            "--select",
+            "RV01,SR01,ER",
+            "--quiet",
+            "--json",
+            str(out_json),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    data = json.loads(out_json.read_text())
+    assert [r["id"] for r in data["results"]] == [
+        "RV01",
+        "SR01",
+        "ER01",
+        "ER02",
+        "ER03",
+        "ER04",
+        "ER05",
+        "ER06",
+        "ER07",
+    ]
+    assert {r["outcome"] for r in data["results"]} == {"pass"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--endpoint", "http://127.0.0.1:9"], "needs --datastore-id and --image-set-id"),
+        (["--emulator", "--select", "ZZ"], "unknown check or group 'ZZ'"),
+        ([], "give --endpoint URL"),
+    ],
+)
+def test_cli_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from async_hi.cli import main
+
+    assert main(["conformance", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_lists_the_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    from async_hi.cli import main
+
+    assert main(["conformance", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 65
+    assert lines[0].startswith("RV01  MUST")
+    assert lines[-1].startswith("RB09  SHOULD")
+
+
+async def test_pytest_plugin_runs_the_checks_as_tests(tmp_path: Path) -> None:
+    base = [
+        sys.executable, "-m", "pytest", "-p", "no:async_hi_conformance", "-p", "conformance._plugin",
+        "-p", "no:cacheprovider",
+        "-o", "addopts=", "-o", "asyncio_default_fixture_loop_scope=function", "--hi-emulator", "-q",
+    ]  # fmt: skip
+    done = await anyio.run_process(
+        [*base, "--hi-select", "RV01,SR01", "--hi-expect", "RV01=404"], cwd=tmp_path, env=_env(), check=False
+    )
+    text = done.stdout.decode()
+    assert done.returncode == 1, text
+    assert "1 failed, 1 passed" in text
+    assert "FAILED hi-conformance::RV01" in text
+    assert "datastoreId uppercase: expected 404, got 400 ValidationException" in text
+    assert "--aws-sigv4" in text
+    assert "Signature=****" in text
+    assert "HealthImaging conformance" in text
+    assert "image set: reverted" in text
