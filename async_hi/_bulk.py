@@ -4,9 +4,10 @@ The shape of a run::
 
     input (sync or async iterable, pulled lazily)
       -> feeder: skip what the journal says is finished; route by image set
-      -> one FIFO queue per busy image set (at most ``max_pending`` requests
-         held in all queues together; a full house stops the feeder pulling)
-      -> one drain task per busy image set (at most ``concurrency`` of them):
+      -> one FIFO queue per image set with work (at most ``max_pending``
+         requests held in all queues together; a full house stops the feeder)
+      -> one drain task per image set being worked on (at most ``concurrency``;
+         other queued image sets wait their turn in arrival order):
          pop the head, merge the requests queued behind it while provably
          equivalent, journal the intent, ``await apply(update)``, journal the
          outcome, report one Outcome per request
@@ -33,7 +34,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -44,7 +45,16 @@ from async_hi._journal import Journal, JournalError
 from async_hi._reconcile import VersionReader
 from async_hi._updates import InvalidUpdateError, MetadataUpdate
 
-__all__ = ["BulkRun", "BulkStats", "Outcome", "OutcomeStatus", "is_rejection", "update_many"]
+__all__ = [
+    "ApplyFailedError",
+    "BulkRun",
+    "BulkStats",
+    "Outcome",
+    "OutcomeStatus",
+    "is_rejection",
+    "reason_code",
+    "update_many",
+]
 
 OutcomeStatus = Literal["applied", "failed", "skipped", "cancelled"]
 Item = MetadataUpdate | tuple[int, MetadataUpdate]
@@ -92,8 +102,16 @@ class BulkStats:
     peak_in_flight: int = 0
 
 
-class _HasVersion(Protocol):
-    latest_version_id: str
+class ApplyFailedError(RuntimeError):
+    """The service accepted the update but could not apply it (``UPDATE_FAILED``; nothing changed)."""
+
+    code = "UPDATE_FAILED"
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        version = getattr(result, "latest_version_id", "?")
+        # the service's message may echo request content: left out, it stays on .result
+        super().__init__(f"the service could not apply the update (version {version} is UPDATE_FAILED)")
 
 
 def is_rejection(exc: BaseException) -> bool:
@@ -112,7 +130,8 @@ def is_rejection(exc: BaseException) -> bool:
     return code == "ValidationException"
 
 
-def _reason(exc: BaseException) -> str:
+def reason_code(exc: BaseException | None) -> str:
+    """A short, PHI-free name for a failure: the service's error code, else the exception's class."""
     code = getattr(exc, "code", None)
     return code if isinstance(code, str) and code.isidentifier() else type(exc).__name__
 
@@ -205,7 +224,9 @@ class BulkRun:
         self._split_on = split_on
         self.stats = BulkStats()
         self._queues: dict[tuple[str, str], _Queue] = {}
-        self._slots = anyio.Semaphore(concurrency)
+        self._running = 0  # drain tasks (image sets with a call in flight or about to be)
+        self._ready: deque[tuple[str, str]] = deque()  # image sets queued, waiting for a drain
+        self._inner: TaskGroup | None = None
         self._room = anyio.Event()
         self._stopping = False
         self._feed_scope: anyio.CancelScope | None = None
@@ -256,6 +277,11 @@ class BulkRun:
             raise RuntimeError("use `async with update_many(...) as run:` before iterating")
         return self._receive.__aiter__()
 
+    @property
+    def stopping(self) -> bool:
+        """``stop()`` was called (or ``stop_on_error`` fired)."""
+        return self._stopping
+
     def stop(self) -> None:
         """Stop pulling input; finish the calls in flight; report queued requests as cancelled."""
         self._stopping = True
@@ -268,6 +294,7 @@ class BulkRun:
     async def _main(self) -> None:
         assert self._send is not None
         async with self._send, anyio.create_task_group() as tg:
+            self._inner = tg
             await self._feed(tg)
 
     async def _items(self) -> AsyncGenerator[tuple[int, MetadataUpdate], None]:
@@ -324,21 +351,24 @@ class BulkRun:
         await self._send.send(outcome)
 
     async def _route(self, tg: TaskGroup, key: int, update: MetadataUpdate) -> None:
-        ident = (update.datastore_id, update.image_set_id)
-        while True:
-            queue = self._queues.get(ident)
-            if queue is None:
-                await self._slots.acquire()
-                queue = self._queues[ident] = _Queue()
-                self._push(queue, key, update)
-                tg.start_soon(self._drain, ident, queue)
-                return
-            if self.stats.pending < self._max_pending:
-                self._push(queue, key, update)
-                return
+        while self.stats.pending >= self._max_pending:
             # the queues are full: stop pulling input until a drain makes room
             self._room = anyio.Event()
             await self._room.wait()
+        ident = (update.datastore_id, update.image_set_id)
+        queue = self._queues.get(ident)
+        if queue is not None:
+            self._push(queue, key, update)
+            return
+        # a new image set: queue it even when every slot is busy, so the feeder keeps
+        # pulling (and later requests for busy image sets can queue up and coalesce)
+        queue = self._queues[ident] = _Queue()
+        self._push(queue, key, update)
+        if self._running < self._concurrency:
+            self._running += 1
+            tg.start_soon(self._drain, ident, queue)
+        else:
+            self._ready.append(ident)  # started, in arrival order, as drains end
 
     def _push(self, queue: _Queue, key: int, update: MetadataUpdate) -> None:
         queue.items.append((key, update))
@@ -348,6 +378,7 @@ class BulkRun:
     # -- one image set ------------------------------------------------------------
 
     async def _drain(self, ident: tuple[str, str], queue: _Queue) -> None:
+        chained = False
         try:
             while queue.items and not self._stopping:
                 batch = [queue.items.popleft()]
@@ -365,10 +396,16 @@ class BulkRun:
                 key, request = queue.items.popleft()
                 self.stats.pending -= 1
                 await self._report(key, request, "cancelled")
+            if self._ready and self._inner is not None:
+                # ended normally: this slot passes to the image set queued longest
+                following = self._ready.popleft()
+                self._inner.start_soon(self._drain, following, self._queues[following])
+                chained = True
         finally:
             del self._queues[ident]
-            self._slots.release()
             self._room.set()
+            if not chained:
+                self._running -= 1
 
     async def _call(
         self,
@@ -394,6 +431,8 @@ class BulkRun:
                 )
             self.stats.calls += 1
             result = await self._apply(update)
+            if getattr(result, "failed", False) is True:  # waited, and the apply failed
+                raise ApplyFailedError(result)
         except Exception as exc:
             self.stats.in_flight -= 1
             if len(batch) > 1 and self._split_on(exc):
@@ -404,7 +443,7 @@ class BulkRun:
                 return
             if self._journal is not None:
                 await self._journal.failed(
-                    intent, reason=_reason(exc), keys=keys, digests=[r.digest() for _, r in batch]
+                    intent, reason=reason_code(exc), keys=keys, digests=[r.digest() for _, r in batch]
                 )
             self.stats.failed += len(batch)
             for key, request in batch:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -31,7 +31,10 @@ from async_hi._journal import Intent, Journal, JournalError, JournalMismatchErro
 from async_hi._updates import MetadataUpdate
 from async_hi.document import apply_update
 
-__all__ = ["ReconcileError", "Reconciled", "VersionLike", "VersionReader", "reconcile"]
+if TYPE_CHECKING:
+    from async_hi._client import HealthImagingClient
+
+__all__ = ["ClientVersionReader", "ReconcileError", "Reconciled", "VersionLike", "VersionReader", "reconcile"]
 
 _BUSY = ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY")
 
@@ -60,6 +63,29 @@ class VersionReader(Protocol):
     async def metadata(self, datastore_id: str, image_set_id: str, version_id: str) -> Mapping[str, Any]:
         """The decoded metadata document of one version (GetImageSetMetadata)."""
         ...
+
+
+class ClientVersionReader:
+    """A :class:`VersionReader` over a ``HealthImagingClient`` (its limiter paces the reads).
+
+    Args:
+        client: an open ``HealthImagingClient``.
+    """
+
+    def __init__(self, client: HealthImagingClient) -> None:
+        self.client = client
+
+    async def latest_version(self, datastore_id: str, image_set_id: str) -> str:
+        return (await self.client.get_image_set(datastore_id, image_set_id)).version_id
+
+    async def versions_after(self, datastore_id: str, image_set_id: str, after: str) -> Sequence[VersionLike]:
+        versions = await self.client.list_image_set_versions(datastore_id, image_set_id)
+        return sorted(
+            (v for v in versions if int(v.version_id) > int(after)), key=lambda v: int(v.version_id)
+        )
+
+    async def metadata(self, datastore_id: str, image_set_id: str, version_id: str) -> Mapping[str, Any]:
+        return await self.client.get_image_set_metadata(datastore_id, image_set_id, version_id=version_id)
 
 
 class ReconcileError(JournalError):

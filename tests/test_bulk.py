@@ -320,3 +320,45 @@ async def test_an_error_in_the_callers_loop_propagates_unwrapped() -> None:
             await anyio.wait_all_tasks_blocked()
             raise KeyError("mine")
     assert svc.cancelled == 5
+
+
+async def test_a_result_that_says_the_apply_failed_is_a_failure() -> None:
+    from async_hi._bulk import ApplyFailedError
+
+    @dataclass
+    class Failed:
+        latest_version_id: str = "2"
+        failed: bool = True
+        message: str = "SECRET service text"
+
+    async def apply(update: MetadataUpdate) -> Failed:
+        return Failed()
+
+    async with update_many([req(0, 0)], apply=apply) as run:
+        (outcome,) = [o async for o in run]
+    assert outcome.status == "failed"
+    assert isinstance(outcome.error, ApplyFailedError)
+    assert "UPDATE_FAILED" in str(outcome.error)
+    assert "SECRET" not in str(outcome.error)
+
+
+async def test_busy_slots_do_not_block_pulling_so_interleaved_requests_coalesce() -> None:
+    svc = FakeService()
+    svc.gate = anyio.Event()
+    attrs = ["StudyDescription", "AccessionNumber", "StudyDate", "PatientAge", "ReferringPhysicianName"]
+    # five rounds over six image sets, two slots: requests for image sets without a slot
+    # still queue, so each image set's later requests merge into one call
+    requests = [req(r * 6 + s, s, attrs[r]) for r in range(5) for s in range(6)]
+    async with update_many(requests, apply=svc.apply, concurrency=2, max_pending=64) as run:
+        await anyio.wait_all_tasks_blocked()
+        assert run.stats.pulled == 30
+        assert run.stats.in_flight == 2
+        svc.gate.set()
+        outcomes = [o async for o in run]
+    assert len(outcomes) == 30
+    assert {o.status for o in outcomes} == {"applied"}
+    # everything was queued before the first call left: one call per image set
+    assert len(svc.calls) == 6
+    assert run.stats.saved == 30 - 6
+    assert sorted(len(values(c)) for c in svc.calls) == [5] * 6
+    assert svc.peak_total <= 2
