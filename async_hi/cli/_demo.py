@@ -98,8 +98,8 @@ async def _main(args: argparse.Namespace) -> tuple[Any, list[str]]:
         ) as client:
             progress = Progress(Snapshot, enabled=not (args.json or args.no_progress))
             progress.note(
-                f"demo: {len(requests)} requests on {len(initial)} image sets, emulator at {emu.endpoint_url}, "
-                f"updates limited to {args.rate:g} tps"
+                f"demo: {len(requests)} requests on {len(initial)} image sets, emulator at "
+                f"{emu.endpoint_url}, updates limited to {args.rate:g} tps"
             )
             with tempfile.TemporaryDirectory() as tmp:
                 summary = await run_job(

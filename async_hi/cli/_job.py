@@ -183,9 +183,13 @@ async def _signals(run: BulkRun, progress: Progress, hard: anyio.CancelScope, su
             summary.interrupted = True
             if not run.stopping:
                 run.stop()
-                progress.note("stopping: finishing the calls in flight (Ctrl-C again to abandon them)")
+                progress.note(
+                    "stopping: finishing the calls in flight (Ctrl-C again to abandon them)", always=True
+                )
             else:
-                progress.note("abandoning the calls in flight (the journal settles them on the next run)")
+                progress.note(
+                    "abandoning the calls in flight (the journal settles them on the next run)", always=True
+                )
                 hard.cancel()
 
 

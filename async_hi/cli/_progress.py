@@ -119,12 +119,12 @@ class Progress:
         now = time.monotonic()
         if now - self._last_line >= self.interval:
             self._last_line = now
-            self.console.print("progress: " + line(self.snapshot()), highlight=False)
+            self.console.print("progress: " + line(self.snapshot()), highlight=False, soft_wrap=True)
 
-    def note(self, message: str) -> None:
-        """A message above the display (manifest errors, stopping)."""
-        if self.enabled:
-            self.console.print(message, highlight=False, markup=False)
+    def note(self, message: str, *, always: bool = False) -> None:
+        """A message above the display (manifest errors; ``always``: shown even without progress)."""
+        if self.enabled or always:
+            self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 @dataclass(slots=True)
@@ -177,7 +177,8 @@ def print_summary(summary: JobSummary, *, as_json: bool, out: IO[str] | None = N
         return
     console = Console(file=out) if out is not None else Console()
     title = "dry run (nothing sent)" if summary.dry_run else "bulk update"
-    table = Table(title=f"{title}: {summary.manifest}", show_header=False)
+    console.print(f"{title}: {summary.manifest}", highlight=False, markup=False)
+    table = Table(show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
     rows: list[tuple[str, Any]] = [("requests", summary.requests)]
@@ -212,5 +213,6 @@ def print_summary(summary: JobSummary, *, as_json: bool, out: IO[str] | None = N
         console.print(f"invalid: line {n}: {problem}", highlight=False, markup=False)
     if summary.interrupted:
         console.print(
-            "interrupted: calls in flight were finished and journaled; run again with the same --journal to resume"
+            "interrupted: calls in flight were finished and journaled; "
+            "run again with the same --journal to resume"
         )
