@@ -41,6 +41,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from async_hi._coalesce import merge_updates
+from async_hi._errors import HealthImagingError
 from async_hi._journal import Journal, JournalError
 from async_hi._reconcile import VersionReader
 from async_hi._updates import InvalidUpdateError, MetadataUpdate
@@ -102,7 +103,7 @@ class BulkStats:
     peak_in_flight: int = 0
 
 
-class ApplyFailedError(RuntimeError):
+class ApplyFailedError(HealthImagingError, RuntimeError):
     """The service accepted the update but could not apply it (``UPDATE_FAILED``; nothing changed)."""
 
     code = "UPDATE_FAILED"

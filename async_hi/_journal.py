@@ -44,6 +44,8 @@ from typing import IO, Any
 import anyio
 import anyio.to_thread
 
+from async_hi._errors import HealthImagingError
+
 __all__ = ["FAILED", "Intent", "Journal", "JournalError", "JournalMismatchError"]
 
 FORMAT = 1
@@ -52,7 +54,7 @@ FAILED = "failed"
 APPLIED = "applied"
 
 
-class JournalError(RuntimeError):
+class JournalError(HealthImagingError, RuntimeError):
     """The journal cannot be used: unreadable, corrupt, locked, or written by a newer format."""
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from async_hi._errors import HealthImagingError
 from async_hi._updates import InvalidUpdateError, MetadataUpdate
 
 __all__ = [
@@ -89,7 +90,7 @@ class ManifestEntry(NamedTuple):
     update: MetadataUpdate
 
 
-class ManifestError(ValueError):
+class ManifestError(HealthImagingError, ValueError):
     """A bad manifest line: where it is and what is wrong (never its values).
 
     Args:

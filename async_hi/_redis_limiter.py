@@ -56,6 +56,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from async_hi import contract
+from async_hi._errors import HealthImagingError
 
 __all__ = ["RedisLimiter", "RedisLimiterConfig", "RedisUnavailableError"]
 
@@ -116,7 +117,7 @@ return {string.format('%.0f', wait), string.format('%.17g', rate)}
 """
 
 
-class RedisUnavailableError(ConnectionError):
+class RedisUnavailableError(HealthImagingError, ConnectionError):
     """Redis could not be reached, and ``on_unavailable="fail"``: no request may be sent."""
 
 

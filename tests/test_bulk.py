@@ -362,3 +362,30 @@ async def test_busy_slots_do_not_block_pulling_so_interleaved_requests_coalesce(
     assert run.stats.saved == 30 - 6
     assert sorted(len(values(c)) for c in svc.calls) == [5] * 6
     assert svc.peak_total <= 2
+
+
+def test_bulk_public_names_and_redis_is_imported_only_when_asked_for() -> None:
+    import subprocess
+    import sys
+
+    import async_hi
+
+    bulk = {"update_many", "Outcome", "BulkRun", "Journal", "reconcile", "read_manifest", "ManifestError"}
+    bulk |= {
+        "ClientVersionReader",
+        "merge_updates",
+        "RedisLimiter",
+        "RedisLimiterConfig",
+        "RedisUnavailableError",
+    }
+    assert bulk <= set(async_hi.__all__)
+    for name in (
+        "ManifestError",
+        "JournalError",
+        "RedisUnavailableError",
+        "ApplyFailedError",
+        "ReconcileError",
+    ):
+        assert issubclass(getattr(async_hi, name), async_hi.HealthImagingError), name
+    code = "import sys, async_hi; assert 'redis' not in sys.modules; async_hi.RedisLimiter; assert 'redis' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
