@@ -387,5 +387,6 @@ def test_bulk_public_names_and_redis_is_imported_only_when_asked_for() -> None:
         "ReconcileError",
     ):
         assert issubclass(getattr(async_hi, name), async_hi.HealthImagingError), name
-    code = "import sys, async_hi; assert 'redis' not in sys.modules; async_hi.RedisLimiter; assert 'redis' in sys.modules"
+    code = "import sys, async_hi; assert 'redis' not in sys.modules; async_hi.RedisLimiter; "
+    code += "assert 'redis' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
