@@ -25,10 +25,6 @@ from async_hi.emulator import Emulator, FaultConfig
 pytestmark = pytest.mark.anyio
 
 UPD = "UpdateImageSetMetadata"
-#: aiobotocore's httpx backend sends the absolute URL as the request target (RFC 9112 absolute-form);
-#: the emulator's SigV4 check takes aiohttp's raw_path (then the whole URL) as the canonical URI and
-#: answers 403. An emulator bug, reported; httpx runs here skip signature checking until it is fixed.
-HTTPX_SIGV4_OK = False
 
 FAST = LimiterConfig(quotas={op: Quota(rate=200.0, burst=5) for op in DEFAULT_QUOTAS}, headroom=0.0)
 QUICK = RetryPolicy(base_delay=0.02, max_delay=0.2, poll_base=0.01, poll_max=0.05, max_attempts=30)
@@ -215,9 +211,7 @@ async def test_faults_nothing_lost_nothing_applied_twice(transport: str, faults:
     async with Emulator(lock_seconds=0.02, quotas=None) as emu:
         seeded = emu.seed(5)
         d = seeded.datastore_id
-        emu.reconfigure(
-            faults=FaultConfig(seed=11, **faults), verify_sigv4=transport == "aiohttp" or HTTPX_SIGV4_OK
-        )
+        emu.reconfigure(faults=FaultConfig(seed=11, **faults))
         async with client(emu, transport=transport) as hi:
             async with anyio.create_task_group() as tg:
                 for n, i in enumerate(seeded.image_set_ids):

@@ -153,10 +153,7 @@ async def test_under_trio_with_httpx_and_lost_responses(anyio_backend: str) -> N
         emu = et.emulator
         seeded = et.call(lambda: emu.seed(3))
         d = seeded.datastore_id
-        # verify_sigv4 off: see HTTPX_SIGV4_OK in test_client_emulator.py (an emulator bug)
-        et.call(
-            lambda: emu.reconfigure(verify_sigv4=False, faults=FaultConfig(seed=4, lost_response_rate=0.5))
-        )
+        et.call(lambda: emu.reconfigure(faults=FaultConfig(seed=4, lost_response_rate=0.5)))
         async with HealthImagingClient(
             endpoint_url=et.endpoint_url,
             region=emu.region,

@@ -355,3 +355,26 @@ async def test_query_order_is_irrelevant_and_force_values(raw: RawClient, one: t
     assert body["latestVersionId"] == "2"
     assert isinstance(body["createdAt"], (int, float))  # SR04
     assert isinstance(body["updatedAt"], (int, float))
+
+
+async def test_absolute_form_request_target_verifies(emulator: Emulator, one: tuple[str, str]) -> None:
+    """Some clients (aiobotocore's httpx backend) send ``POST http://host/path`` as the request line."""
+    d, i = one
+    url = f"{emulator.endpoint_url}/datastore/{d}/imageSet/{i}/getImageSet?version=1"
+    headers = sign_headers(
+        "POST",
+        url,
+        access_key_id=emulator.access_key_id,
+        secret_access_key=emulator.secret_access_key,
+        region=emulator.region,
+    )
+    host = emulator.endpoint_url.removeprefix("http://")
+    lines = [f"POST {url} HTTP/1.1", f"Host: {host}", "Content-Length: 0", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

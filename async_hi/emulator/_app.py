@@ -337,6 +337,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _origin_form(request: web.Request) -> str:
+    """The request target's path and query as sent, whether it came in origin or absolute form."""
+    url = request.rel_url
+    query = url.raw_query_string
+    return url.raw_path + (f"?{query}" if query else "")
+
+
 def _drop_connection(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:
@@ -376,7 +383,9 @@ async def _serve(state: State, request: web.Request, operation: str | None, rid:
             try:
                 verify(
                     method=request.method,
-                    raw_path=request.raw_path,
+                    # rel_url, not raw_path: a client may send the absolute form
+                    # (http://host/path) as the request target, as httpx does through a proxy-style API
+                    raw_path=_origin_form(request),
                     headers=request.headers,
                     body=body,
                     credentials=config.credentials,

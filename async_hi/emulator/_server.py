@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -18,6 +18,9 @@ from async_hi.emulator._app import RequestRecord, State, build_app, fallback_rou
 from async_hi.emulator._config import EmulatorConfig
 from async_hi.emulator._dicom_import import ImportReport, add_to_store, read_dicom
 from async_hi.emulator._store import ImageSet, Store
+
+if TYPE_CHECKING:
+    from async_hi._client import HealthImagingClient
 
 __all__ = ["Emulator", "EmulatorThread", "SeededImageSets"]
 
@@ -141,6 +144,14 @@ class Emulator:
             "aws_access_key_id": self.access_key_id,
             "aws_secret_access_key": self.secret_access_key,
         }
+
+    def client(self, **kwargs: Any) -> HealthImagingClient:
+        """A ``HealthImagingClient`` for this emulator (use it with ``async with``).
+
+        Args:
+            kwargs: further ``HealthImagingClient`` arguments (limiter_config, transport, ...).
+        """
+        return _client_for(self.endpoint_url, self.config, **kwargs)
 
     # -- seeding and inspection ----------------------------------------------
 
@@ -293,3 +304,19 @@ class EmulatorThread:
 
     def client_kwargs(self) -> dict[str, str]:
         return self.emulator.client_kwargs()
+
+    def client(self, **kwargs: Any) -> HealthImagingClient:
+        """A ``HealthImagingClient`` for this emulator, usable from any event loop (trio too)."""
+        return self.emulator.client(**kwargs)
+
+
+def _client_for(endpoint_url: str, config: EmulatorConfig, **kwargs: Any) -> HealthImagingClient:
+    from async_hi._client import HealthImagingClient
+
+    return HealthImagingClient(
+        endpoint_url=endpoint_url,
+        region=config.region,
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        **kwargs,
+    )
