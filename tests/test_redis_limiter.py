@@ -199,28 +199,30 @@ def test_config_is_validated() -> None:
 def test_four_processes_share_ten_tps_for_twenty_seconds(redis_url: str, tmp_path: Path) -> None:
     rate, duration, procs = 10.0, 20.0, 4
     scope = f"shared-{uuid.uuid4().hex[:8]}"
-    start = time.time() + 3.0  # time for the children to import and connect
-    end = start + duration
     outs = [tmp_path / f"grants-{n}.json" for n in range(procs)]
     children = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.redis_child",
-                redis_url,
-                scope,
-                str(rate),
-                repr(start),
-                repr(end),
-                str(out),
-            ],
+            [sys.executable, "-m", "tests.redis_child", redis_url, scope, str(rate), str(out)],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for out in outs
     ]
+    for child in children:  # every process imported and connected: a common start line
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+    start = time.time() + 0.5
+    end = start + duration
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(f"{start!r} {end!r}\n")
+        child.stdin.close()
     for child in children:
         assert child.wait(timeout=duration + 30) == 0
+        assert child.stdout is not None
+        child.stdout.close()
     per_process = [json.loads(out.read_text()) for out in outs]
     grants = sorted(t for g in per_process for t in g)
     assert all(len(g) > 20 for g in per_process)  # everyone got a share
