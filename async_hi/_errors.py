@@ -17,11 +17,20 @@
     ├── TransportError                         no answer
     │   ├── ConnectError                       never sent (connect failed or timed out)
     │   └── ResponseLostError                  maybe sent, answer lost (read timeout, dropped connection)
-    └── UpdateError                            an update could not be brought to an end
-        ├── ImageSetDeletedError               the image set is DELETED
-        ├── RetriesExhaustedError              the attempt budget ran out (``last_error`` says why)
-        ├── DeadlineExceededError              the time budget ran out
-        └── OutcomeUnknownError                a budget ran out while a write's fate was still unknown
+    ├── UpdateError                            an update could not be brought to an end
+    │   ├── ImageSetDeletedError               the image set is DELETED
+    │   ├── RetriesExhaustedError              the attempt budget ran out (``last_error`` says why)
+    │   ├── DeadlineExceededError              the time budget ran out
+    │   └── OutcomeUnknownError                a budget ran out while a write's fate was still unknown
+    ├── ApplyFailedError (also RuntimeError)   bulk: the update was accepted but ended UPDATE_FAILED
+    ├── ManifestError (also ValueError)        bulk: a manifest line is bad (line number, no values)
+    ├── JournalError (also RuntimeError)       bulk: the journal cannot be used (locked, corrupt)
+    │   ├── JournalMismatchError               the input at a journaled key has changed
+    │   └── ReconcileError                     a call in flight at a crash could not be settled
+    └── RedisUnavailableError (also ConnectionError)  the shared limiter cannot reach Redis
+
+The bulk errors live beside the code that raises them (``_outcomes``, ``_manifest``,
+``_journal``, ``_reconcile``, ``_redis_limiter``).
 
 :func:`map_error` is the only place botocore, aiohttp and httpx exceptions are
 turned into this tree (raised ``from`` the original). Messages carry codes,

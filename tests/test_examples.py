@@ -39,3 +39,15 @@ def test_trio_program() -> None:
 def test_conformance_run(select: list[str]) -> None:
     out = run_example("conformance_run.py", "--select", *select)
     assert "'fail': 0" in out
+
+
+def test_bulk_with_rebase() -> None:
+    out = run_example("bulk_with_rebase.py")
+    # the other writer's change, rebased and title-cased on top of it
+    assert "StudyDescription now 'Mri Knee By Other System'" in out
+    # already title case: the update is dropped, not overwritten with the stale snapshot
+    assert "StudyDescription now 'Abdomen From Pacs'" in out
+    assert "dropped" in out
+    assert out.count("StudyDescription now") == 6
+    finals = [line.split("now ", 1)[1] for line in out.splitlines() if "StudyDescription now" in line]
+    assert all(f == f.title() for f in finals)

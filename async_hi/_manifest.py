@@ -1,0 +1,424 @@
+"""Manifests: streaming JSON Lines and CSV readers with line-numbered errors.
+
+A manifest is read one line at a time (memory stays flat for any length); the
+readers yield a :class:`ManifestEntry` ``(line, update)`` for every request and
+a :class:`ManifestError` for every bad line, then go on with the next line.
+The caller decides whether an error stops the job. Errors name the line and
+the problem, never an attribute value (PHI).
+
+JSON Lines (``.jsonl`` / ``.ndjson``), one request per line, blank lines skipped::
+
+    {"datastoreId": "<32 chars>", "imageSetId": "<32 chars>",
+     "updatable": {"Study": {"DICOM": {"StudyDescription": "CHEST CT"}}},
+     "removable": {"Patient": {"DICOM": {"PatientSex": ""}}},
+     "force": false, "latestVersionId": "3", "includeStudyImageSets": false, "primary": false}
+    {"datastoreId": "...", "imageSetId": "...", "revertToVersionId": "1"}
+
+``updatable`` / ``removable`` are the decoded ``updatableAttributes`` /
+``removableAttributes`` documents (plain JSON, never base64). Either or both,
+or ``revertToVersionId`` instead. ``force``, ``latestVersionId``,
+``includeStudyImageSets`` and ``primary`` are optional. Any other key is an
+error.
+
+CSV (``.csv``), a header row then one attribute per row. Columns (any order):
+
+- required ``datastore_id``, ``image_set_id``, ``level``, ``attribute``, ``value``;
+- optional ``series_uid`` (series and instance level), ``sop_uid`` (instance level),
+  ``action`` (``set``, the default, or ``remove``), ``force`` (``true``/``false``).
+
+``level`` is ``patient``, ``study``, ``series`` or ``instance``. ``value`` is
+the string as written; a value starting with ``json:`` is parsed as JSON after
+the prefix (numbers, multi-valued lists, sequences). For ``remove`` the value
+is ignored. Consecutive rows for the same image set with the same ``force``
+form one request whose line number is its first row's; a group is cut short
+after :data:`MAX_GROUP_ROWS` rows, or where a row would set an attribute the
+group removes (or the reverse), so the rows always apply in file order. A bad
+row makes its whole group an error (nothing of that group is sent).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from async_hi._errors import HealthImagingError
+from async_hi._updates import InvalidUpdateError, MetadataUpdate
+
+__all__ = [
+    "MAX_GROUP_ROWS",
+    "MAX_LINE_BYTES",
+    "ManifestEntry",
+    "ManifestError",
+    "read_csv",
+    "read_jsonl",
+    "read_manifest",
+]
+
+#: A longer line is an error (and is skipped without being held in memory).
+MAX_LINE_BYTES = 1 << 20
+#: CSV rows per request at most; a longer run for one image set becomes several requests.
+MAX_GROUP_ROWS = 500
+
+_JSONL_KEYS = {
+    "datastoreId": "datastore_id",
+    "imageSetId": "image_set_id",
+    "updatable": "updatable",
+    "removable": "removable",
+    "revertToVersionId": "revert_to_version_id",
+    "force": "force",
+    "latestVersionId": "latest_version_id",
+    "includeStudyImageSets": "include_study_image_sets",
+    "primary": "primary",
+}
+_BOOL_KEYS = ("force", "includeStudyImageSets", "primary")
+_STR_KEYS = ("datastoreId", "imageSetId", "revertToVersionId", "latestVersionId")
+_CSV_REQUIRED = ("datastore_id", "image_set_id", "level", "attribute", "value")
+_CSV_OPTIONAL = ("series_uid", "sop_uid", "action", "force")
+_LEVELS = ("patient", "study", "series", "instance")
+
+
+class ManifestEntry(NamedTuple):
+    """One request of a manifest and the (1-based) line it starts on."""
+
+    line: int
+    update: MetadataUpdate
+
+
+class ManifestError(HealthImagingError, ValueError):
+    """A bad manifest line: where it is and what is wrong (never its values).
+
+    Args:
+        line: the 1-based line number (the first row of a CSV group).
+        problem: what is wrong, PHI-free.
+        source: the manifest's name, for the message.
+        last_line: the last line of a CSV group, when it spans several.
+    """
+
+    def __init__(self, line: int, problem: str, *, source: str = "manifest", last_line: int | None = None):
+        self.line = line
+        self.problem = problem
+        self.source = source
+        self.last_line = last_line
+        where = f"line {line}" if last_line in (None, line) else f"lines {line}-{last_line}"
+        super().__init__(f"{source} {where}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (self.line, self.problem, self.source, self.last_line))
+
+
+def _rebuild_error(line: int, problem: str, source: str, last_line: int | None) -> ManifestError:
+    return ManifestError(line, problem, source=source, last_line=last_line)
+
+
+def _key_name(key: object) -> str:
+    # a key is user text; show it only when it looks like an identifier
+    return (
+        repr(key) if isinstance(key, str) and key.isidentifier() and len(key) <= 64 else "(a non-keyword key)"
+    )
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes without the newline), or None for a line over MAX_LINE_BYTES."""
+    number = 0
+    while True:
+        chunk = stream.readline(MAX_LINE_BYTES + 1)
+        if not chunk:
+            return
+        number += 1
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            # skip the rest of the long line without holding it
+            while chunk and not chunk.endswith(b"\n"):
+                chunk = stream.readline(MAX_LINE_BYTES)
+            yield number, None
+            continue
+        yield number, chunk.rstrip(b"\r\n")
+
+
+def _open(source: str | os.PathLike[str] | IO[bytes]) -> tuple[IO[bytes], str, bool]:
+    if isinstance(source, (str, os.PathLike)):
+        return open(source, "rb"), Path(source).name, True
+    name = getattr(source, "name", None)
+    return source, Path(name).name if isinstance(name, str) else "manifest", False
+
+
+def read_jsonl(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[ManifestEntry | ManifestError]:
+    """Stream a JSON Lines manifest (format in the module docstring).
+
+    Args:
+        source: a path, or a binary file object (not closed here).
+
+    Yields:
+        A :class:`ManifestEntry` per request, a :class:`ManifestError` per bad line.
+    """
+    stream, name, owned = _open(source)
+    try:
+        for number, raw in _lines(stream):
+            if raw is None:
+                yield ManifestError(number, f"line longer than {MAX_LINE_BYTES} bytes", source=name)
+                continue
+            if not raw.strip():
+                continue
+            try:
+                yield ManifestEntry(number, _jsonl_update(raw))
+            except _Bad as exc:
+                yield ManifestError(number, str(exc), source=name)
+    finally:
+        if owned:
+            stream.close()
+
+
+class _Bad(Exception):
+    """A PHI-free problem with one line (internal)."""
+
+
+def _jsonl_update(raw: bytes) -> MetadataUpdate:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Bad(f"not UTF-8 (byte {exc.start + 1})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # exc.msg and the column say where; exc.doc would quote the line
+        raise _Bad(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise _Bad("not valid JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = [k for k in obj if k not in _JSONL_KEYS]
+    if unknown:
+        names = ", ".join(_key_name(k) for k in unknown)
+        raise _Bad(f"unknown key(s) {names}; allowed: {', '.join(_JSONL_KEYS)}")
+    for key in _BOOL_KEYS:
+        if key in obj and not isinstance(obj[key], bool):
+            raise _Bad(f"{key} must be true or false")
+    for key in _STR_KEYS:
+        if key in obj and not isinstance(obj[key], str):
+            raise _Bad(f"{key} must be a string")
+    for key in ("datastoreId", "imageSetId"):
+        if key not in obj:
+            raise _Bad(f"missing {key}")
+    kwargs = {_JSONL_KEYS[k]: v for k, v in obj.items()}
+    try:
+        return MetadataUpdate(**kwargs)
+    except InvalidUpdateError as exc:
+        raise _Bad("; ".join(exc.problems)) from None
+
+
+# -- CSV ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Group:
+    first: int
+    datastore_id: str
+    image_set_id: str
+    force: bool
+    last: int = 0
+    rows: int = 0
+    updatable: dict[str, Any] = field(default_factory=dict)
+    removable: dict[str, Any] = field(default_factory=dict)
+    #: (path, attribute) -> "set" / "remove", to cut the group where order would matter
+    touched: dict[tuple[tuple[str, ...], str], str] = field(default_factory=dict)
+    error: str | None = None
+    error_line: int = 0
+
+
+def _truthy(text: str, column: str) -> bool:
+    value = text.strip().lower()
+    if value in ("", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise _Bad(f"{column} must be true or false")
+
+
+def _path(level: str, series_uid: str, sop_uid: str) -> tuple[str, ...]:
+    if level == "patient":
+        return ("Patient",)
+    if level == "study":
+        return ("Study",)
+    if not series_uid:
+        raise _Bad(f"{level}-level rows need series_uid")
+    if level == "series":
+        return ("Study", "Series", series_uid)
+    if not sop_uid:
+        raise _Bad("instance-level rows need sop_uid")
+    return ("Study", "Series", series_uid, "Instances", sop_uid)
+
+
+def _dicom_at(doc: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    node = doc
+    for part in path:
+        node = node.setdefault(part, {})
+    dicom: dict[str, Any] = node.setdefault("DICOM", {})
+    return dicom
+
+
+def _value(text: str) -> Any:
+    if not text.startswith("json:"):
+        return text
+    try:
+        return json.loads(text[5:])
+    except (json.JSONDecodeError, RecursionError):
+        raise _Bad("value after json: is not valid JSON") from None
+
+
+def read_csv(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[ManifestEntry | ManifestError]:
+    """Stream a CSV manifest (format in the module docstring).
+
+    Args:
+        source: a path, or a binary file object (not closed here).
+
+    Yields:
+        A :class:`ManifestEntry` per request (a group of rows), a
+        :class:`ManifestError` per bad row or header.
+    """
+    stream, name, owned = _open(source)
+    try:
+        yield from _read_csv(stream, name)
+    finally:
+        if owned:
+            stream.close()
+
+
+def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | ManifestError]:
+    lines = _lines(stream)
+    columns: list[str] | None = None
+    group: _Group | None = None
+    for number, raw in lines:
+        row: dict[str, str] = {}
+        row_error: str | None = None
+        if raw is None:
+            row_error = f"line longer than {MAX_LINE_BYTES} bytes"
+            cells: list[str] = []
+        else:
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                text, row_error = "?", f"not UTF-8 (byte {exc.start + 1})"
+            if not text.strip():
+                continue
+            try:
+                cells = next(csv.reader(io.StringIO(text), strict=True)) if row_error is None else []
+            except (csv.Error, StopIteration):
+                cells, row_error = [], "not a valid CSV row (check the quoting)"
+        if columns is None:
+            if row_error is not None:
+                yield ManifestError(number, f"bad header: {row_error}", source=name)
+                return
+            header = [c.strip().lower() for c in cells]
+            missing = [c for c in _CSV_REQUIRED if c not in header]
+            unknown = [c for c in header if c not in _CSV_REQUIRED + _CSV_OPTIONAL]
+            if missing or unknown or len(set(header)) != len(header):
+                problem = "bad header:"
+                if missing:
+                    problem += f" missing column(s) {', '.join(missing)};"
+                if unknown:
+                    problem += f" unknown column(s) {', '.join(_key_name(c) for c in unknown)};"
+                if len(set(header)) != len(header):
+                    problem += " a column is repeated;"
+                problem += f" expected {','.join(_CSV_REQUIRED)}[,{','.join(_CSV_OPTIONAL)}]"
+                yield ManifestError(number, problem, source=name)
+                return  # without a header no row can be read
+            columns = header
+            continue
+        if row_error is None and len(cells) != len(columns):
+            row_error = f"expected {len(columns)} cells, found {len(cells)}"
+        elif row_error is None:
+            row = dict(zip(columns, cells, strict=True))
+        ds, iset = row.get("datastore_id", ""), row.get("image_set_id", "")
+        try:
+            force = _truthy(row.get("force", ""), "force")
+        except _Bad as exc:
+            row_error, force = str(exc), False
+        # a row whose image set cannot be read is a group (an error) of its own
+        same = (
+            bool(row)
+            and group is not None
+            and (group.datastore_id, group.image_set_id, group.force)
+            == (
+                ds,
+                iset,
+                force,
+            )
+        )
+        if group is not None and (not same or group.rows >= MAX_GROUP_ROWS):
+            yield _finish(group, name)
+            group = None
+        if group is None:
+            group = _Group(first=number, datastore_id=ds, image_set_id=iset, force=force)
+        if row_error is None and group.error is None:
+            try:
+                key = _add_row(group, row)
+            except _Bad as exc:
+                row_error = str(exc)
+            else:
+                if key is not None:  # order matters here: close the group, start a new one
+                    yield _finish(group, name)
+                    group = _Group(first=number, datastore_id=ds, image_set_id=iset, force=force)
+                    _add_row(group, row)
+        if row_error is not None and group.error is None:
+            group.error, group.error_line = row_error, number
+        group.last = number
+        group.rows += 1
+    if group is not None:
+        yield _finish(group, name)
+
+
+def _add_row(group: _Group, row: dict[str, str]) -> tuple[tuple[str, ...], str] | None:
+    """Add one row; returns the clashing key instead when the group must be cut first."""
+    level = row["level"].strip().lower()
+    if level not in _LEVELS:
+        raise _Bad(f"level must be one of {', '.join(_LEVELS)}")
+    action = row.get("action", "").strip().lower() or "set"
+    if action not in ("set", "remove"):
+        raise _Bad("action must be set or remove")
+    attribute = row["attribute"].strip()
+    if not attribute:
+        raise _Bad("attribute is empty")
+    path = _path(level, row.get("series_uid", "").strip(), row.get("sop_uid", "").strip())
+    key = (path, attribute)
+    previous = group.touched.get(key)
+    if previous is not None and previous != action:
+        return key
+    value = _value(row["value"]) if action == "set" else ""
+    doc = group.updatable if action == "set" else group.removable
+    _dicom_at(doc, path)[attribute] = value
+    group.touched[key] = action
+    return None
+
+
+def _finish(group: _Group, name: str) -> ManifestEntry | ManifestError:
+    last = group.last if group.last != group.first else None
+    if group.error is not None:
+        where = "" if group.error_line == group.first else f"line {group.error_line}: "
+        return ManifestError(group.first, where + group.error, source=name, last_line=last)
+    try:
+        update = MetadataUpdate(
+            datastore_id=group.datastore_id,
+            image_set_id=group.image_set_id,
+            updatable=group.updatable or None,
+            removable=group.removable or None,
+            force=group.force,
+        )
+    except InvalidUpdateError as exc:
+        return ManifestError(group.first, "; ".join(exc.problems), source=name, last_line=last)
+    return ManifestEntry(group.first, update)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestEntry | ManifestError]:
+    """Stream a manifest, choosing the format by extension (``.csv``; otherwise JSON Lines).
+
+    Args:
+        path: the manifest file.
+    """
+    if Path(path).suffix.lower() == ".csv":
+        return read_csv(path)
+    return read_jsonl(path)

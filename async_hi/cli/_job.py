@@ -1,0 +1,199 @@
+"""One bulk job, shared by ``async-hi update`` and ``async-hi demo``.
+
+Reads the manifest (bad lines reported and skipped, or the job stopped),
+reconciles a resumed journal, runs ``update_many`` through the client, shows
+progress, handles SIGINT (first: stop pulling and finish the calls in flight;
+second: abandon them, their intents stay open for the next run) and returns
+the :class:`JobSummary`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from async_hi._bulk import BulkRun, reason_code, update_many
+from async_hi._client import HealthImagingClient
+from async_hi._journal import Journal
+from async_hi._manifest import ManifestEntry, ManifestError, read_manifest
+from async_hi._reconcile import ClientVersionReader, reconcile
+from async_hi.cli._progress import MAX_LISTED, JobSummary, Progress, Snapshot
+
+__all__ = ["count_lines", "dry_run", "run_job"]
+
+_OP = "UpdateImageSetMetadata"
+
+
+def count_lines(path: Path) -> int | None:
+    """Requests in a manifest, roughly and cheaply (lines; for CSV less the header)."""
+    try:
+        with path.open("rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return None
+    return max(0, lines - 1) if path.suffix.lower() == ".csv" else lines
+
+
+def _invalid(summary: JobSummary, error: ManifestError) -> None:
+    summary.invalid_lines += 1
+    if len(summary.invalid) < MAX_LISTED:
+        summary.invalid.append((error.line, error.problem))
+
+
+def dry_run(path: Path, progress: Progress) -> JobSummary:
+    """Read and validate the whole manifest offline; nothing is sent."""
+    summary = JobSummary(manifest=path.name, dry_run=True)
+    for item in read_manifest(path):
+        if isinstance(item, ManifestError):
+            _invalid(summary, item)
+            progress.note(str(item))
+        else:
+            summary.requests += 1
+    return summary
+
+
+def _entries(path: Path) -> Iterator[ManifestEntry]:
+    for item in read_manifest(path):
+        if isinstance(item, ManifestEntry):
+            yield item
+
+
+async def run_job(
+    path: Path,
+    client: HealthImagingClient,
+    *,
+    concurrency: int,
+    coalesce: bool = True,
+    wait: bool = False,
+    journal_path: Path | None = None,
+    retry_failed: bool = False,
+    stop_on_error: bool = False,
+    progress: Progress,
+) -> JobSummary:
+    """Apply a manifest through ``client``; see the module docstring.
+
+    Args:
+        path: the manifest.
+        client: an open client (its limiter paces every call).
+        concurrency: image sets with a call in flight, at most.
+        coalesce: merge queued requests for one image set where provably equivalent.
+        wait: wait for each update to be applied (UPDATE_FAILED then counts as failed).
+        journal_path: journal to resume from and append to.
+        retry_failed: with a journal, send again the requests that failed in earlier runs.
+        stop_on_error: stop at the first bad line or failed request.
+        progress: the display.
+
+    Raises:
+        JournalError: the journal is locked, corrupt, or does not match the manifest.
+    """
+    summary = JobSummary(manifest=path.name)
+    total = count_lines(path)
+    started = time.monotonic()
+    run: BulkRun | None = None
+
+    def entries() -> Iterator[ManifestEntry]:
+        for item in read_manifest(path):
+            if isinstance(item, ManifestError):
+                _invalid(summary, item)
+                progress.note(str(item))
+                if stop_on_error:
+                    raise item
+                continue
+            yield item
+
+    def snapshot() -> Snapshot:
+        op = client.stats()[_OP]
+        s = run.stats if run is not None else None
+        return Snapshot(
+            done=summary.applied + summary.skipped + summary.previously_failed + summary.failed,
+            failed=summary.failed,
+            total=total,
+            in_flight=s.in_flight if s else 0,
+            throttles=op.throttles,
+            conflicts=op.conflicts,
+            limiter_rate=op.rate,
+            elapsed=time.monotonic() - started,
+        )
+
+    progress.snapshot = snapshot
+    reader = ClientVersionReader(client)
+    async with contextlib.AsyncExitStack() as stack:
+        journal = None
+        if journal_path is not None:
+            journal = await stack.enter_async_context(Journal(journal_path, retry_failed=retry_failed))
+            verdicts = await reconcile(journal, _entries(path), reader)
+            summary.reconciled_landed = sum(v.applied for v in verdicts)
+            summary.reconciled_not_landed = len(verdicts) - summary.reconciled_landed
+        run = update_many(
+            entries(),
+            apply=lambda u: client.update_image_set_metadata(u, wait=wait),
+            concurrency=concurrency,
+            coalesce=coalesce,
+            journal=journal,
+            reader=reader if journal is not None else None,
+            stop_on_error=stop_on_error,
+        )
+        with progress, anyio.CancelScope() as hard:
+            try:
+                async with run, anyio.create_task_group() as tg:
+                    tg.start_soon(_signals, run, progress, hard, summary)
+                    tg.start_soon(_ticker, progress)
+                    async for outcome in run:
+                        _count(summary, outcome)
+                        progress.tick()
+                    tg.cancel_scope.cancel()
+            except ManifestError:
+                pass  # stop_on_error: reported already, and counted
+        if hard.cancelled_caught:
+            summary.interrupted = True
+    op = client.stats()[_OP]
+    summary.calls = run.stats.calls
+    summary.saved_by_coalescing = run.stats.saved
+    summary.throttles, summary.conflicts = op.throttles, op.conflicts
+    summary.elapsed_seconds = time.monotonic() - started
+    return summary
+
+
+def _count(summary: JobSummary, outcome: Any) -> None:
+    summary.requests += 1
+    if outcome.status == "applied":
+        summary.applied += 1
+    elif outcome.status == "skipped":
+        if outcome.previous == "failed":
+            summary.previously_failed += 1
+        else:
+            summary.skipped += 1
+    elif outcome.status == "cancelled":
+        summary.cancelled += 1
+    else:
+        summary.failed += 1
+        if len(summary.failures) < MAX_LISTED:
+            summary.failures.append((outcome.index, outcome.request.image_set_id, reason_code(outcome.error)))
+
+
+async def _signals(run: BulkRun, progress: Progress, hard: anyio.CancelScope, summary: JobSummary) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            summary.interrupted = True
+            if not run.stopping:
+                run.stop()
+                progress.note(
+                    "stopping: finishing the calls in flight (Ctrl-C again to abandon them)", always=True
+                )
+            else:
+                progress.note(
+                    "abandoning the calls in flight (the journal settles them on the next run)", always=True
+                )
+                hard.cancel()
+
+
+async def _ticker(progress: Progress) -> None:
+    while True:
+        progress.tick()
+        await anyio.sleep(0.25)

@@ -1,0 +1,109 @@
+"""Peak memory of a bulk run against manifest length: it must stay flat (O(concurrency)).
+
+Each size runs in a fresh child process: write a JSON Lines manifest of N
+requests over 1,000 image sets, stream it through ``read_manifest`` and
+``update_many`` (coalescing on, and a journal unless ``--no-journal``) with an
+``apply`` that answers at once, and report the child's peak RSS.
+
+    python -m benchmarks.bench_bulk_memory [--sizes 10000 100000 1000000] [--no-journal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from async_hi._bulk import update_many
+from async_hi._journal import Journal
+from async_hi._manifest import ManifestEntry, read_manifest
+from async_hi._updates import MetadataUpdate
+
+
+@dataclass
+class _Result:
+    latest_version_id: str
+
+
+class _Reader:
+    async def latest_version(self, datastore_id: str, image_set_id: str) -> str:
+        return "1"
+
+
+def write_manifest(path: Path, n: int) -> None:
+    ds = "d" * 32
+    with path.open("w") as f:
+        for k in range(n):
+            iset = f"{k % 1000:032d}"
+            doc = {"Study": {"DICOM": {"StudyDescription": f"DESC {k}"}}}
+            f.write(json.dumps({"datastoreId": ds, "imageSetId": iset, "updatable": doc}) + "\n")
+
+
+async def child(manifest: str, journal_path: str | None) -> None:
+    versions: dict[str, int] = {}
+
+    async def apply(u: MetadataUpdate) -> _Result:
+        await anyio.lowlevel.checkpoint()
+        versions[u.image_set_id] = versions.get(u.image_set_id, 1) + 1
+        return _Result(str(versions[u.image_set_id]))
+
+    entries = (e for e in read_manifest(manifest) if isinstance(e, ManifestEntry))
+    done = 0
+    start = time.perf_counter()
+    if journal_path is None:
+        async with update_many(entries, apply=apply, concurrency=16) as run:
+            async for _ in run:
+                done += 1
+    else:
+        async with Journal(journal_path, fsync=False) as journal:
+            run = update_many(entries, apply=apply, concurrency=16, journal=journal, reader=_Reader())  # type: ignore[arg-type]
+            async with run:
+                async for _ in run:
+                    done += 1
+    elapsed = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {"requests": done, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024, "calls": run.stats.calls}
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--no-journal", action="store_true")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        anyio.run(child, args.child[0], None if args.child[1] == "-" else args.child[1])
+        return
+    print("| requests | calls | seconds | peak RSS (MiB) |\n|---|---|---|---|")
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = Path(tmp) / "m.jsonl"
+            write_manifest(manifest, n)
+            journal = "-" if args.no_journal else str(Path(tmp) / "journal.jsonl")
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_bulk_memory", "--child", str(manifest), journal],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            r = json.loads(out)
+            print(
+                f"| {r['requests']:,} | {r['calls']:,} | {r['seconds']:.1f} | {r['peak_rss_mib']:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
