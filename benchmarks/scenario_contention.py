@@ -44,7 +44,7 @@ from benchmarks._common import (
     server_stats,
     settled_history,
 )
-from benchmarks._ours import HAVE_BULK, RUNNER, apply_all, unlimited
+from benchmarks._ours import RUNNER, apply_all, unlimited
 
 NAME = "contention"
 TITLE = "K writers on one image set with a LOCKED window"
@@ -95,15 +95,12 @@ async def _retry_on_conflict(info: dict[str, Any], updates: list[MetadataUpdate]
 
 
 def contestants() -> list[tuple[str, Contestant]]:
-    out: list[tuple[str, Contestant]] = []
-    if HAVE_BULK:
-        out.append((f"async-hi {RUNNER}, coalescing", _bulk(True)))
-    out += [
+    return [
+        (f"async-hi {RUNNER}, coalescing", _bulk(True)),
         (f"async-hi {RUNNER}, no coalescing", _bulk(False)),
         ("async-hi, K independent clients", _independent),
         ("aiobotocore + RetryOnConflict (5 x 10 ms)", _retry_on_conflict),
     ]
-    return out
 
 
 async def _series(info: dict[str, Any]) -> list[str]:

@@ -26,7 +26,6 @@ from typing import Any
 
 from async_hi import LimiterConfig, Quota, TokenBucketLimiter
 from benchmarks._common import Mode, Row, percentile, pick, progress, run_async
-from benchmarks._ours import HAVE_BULK
 
 NAME = "scale"
 TITLE = "Scale: RSS to 1M requests; event-loop lag with 10,000 waiting tasks"
@@ -101,30 +100,25 @@ def _memory(sizes: list[int]) -> list[dict[str, Any]]:
 
 def run(mode: Mode) -> list[Row]:
     rows = []
-    if HAVE_BULK:
-        sizes = pick(mode, [1_000, 5_000], [10_000, 50_000], [10_000, 100_000, 1_000_000])
-        mem = _memory(sizes)
-        small, big = mem[0], mem[-1]
-        ratio = big["peak_rss_mib"] / small["peak_rss_mib"]
-        rows.append(
-            Row(
-                scenario=NAME,
-                client="update_many + read_manifest + journal, apply answers at once",
-                ratio=ratio,
-                ratio_of=f"peak RSS at {big['requests']:,} / at {small['requests']:,} requests",
-                target="<= 1.1 (flat)",
-                met=ratio <= 1.1,
-                figures={
-                    **{f"RSS MiB at {r['requests']:,}": r["peak_rss_mib"] for r in mem},
-                    "requests/s": big["requests"] / big["seconds"],
-                    "calls": big["calls"],
-                },
-            )
+    sizes = pick(mode, [1_000, 5_000], [10_000, 50_000], [10_000, 100_000, 1_000_000])
+    mem = _memory(sizes)
+    small, big = mem[0], mem[-1]
+    ratio = big["peak_rss_mib"] / small["peak_rss_mib"]
+    rows.append(
+        Row(
+            scenario=NAME,
+            client="update_many + read_manifest + journal, apply answers at once",
+            ratio=ratio,
+            ratio_of=f"peak RSS at {big['requests']:,} / at {small['requests']:,} requests",
+            target="<= 1.1 (flat)",
+            met=ratio <= 1.1,
+            figures={
+                **{f"RSS MiB at {r['requests']:,}": r["peak_rss_mib"] for r in mem},
+                "requests/s": big["requests"] / big["seconds"],
+                "calls": big["calls"],
+            },
         )
-    else:
-        rows.append(
-            Row(scenario=NAME, client="update_many memory", note="skipped: async_hi._bulk is not here")
-        )
+    )
     tasks, seconds = pick(mode, (1_000, 0.5), (10_000, 2.0), (10_000, 5.0))
     lag = run_async(_lag(tasks, seconds))
     progress(f"  {NAME}: lag p99 {lag['lag p99 ms']:.2f} ms with {tasks:,} waiting tasks")
