@@ -242,10 +242,11 @@ async def resolve_update(
     d, i = update.datastore_id, update.image_set_id
     budget = Budget(d, i, caller.policy, caller.clock)
     current = update
-    # always read before the first write, even when the caller gave a version: a read costs 1/100 of
-    # a write's quota, and a stale version found by a read is rebased or retried without a 409
-    base: str | None = None
+    # read before the first write, even when the caller gave a version (unless the policy says not
+    # to): a read costs 1/100 of a write's quota, and a stale version found by a read is rebased or
+    # retried without a 409
     computed_at = update.latest_version_id
+    base: str | None = None if caller.policy.read_before_write else computed_at
     outcome: UpdateOutcome = "applied"
     conflict_at: str | None = None
     try:

@@ -88,6 +88,33 @@ async def test_a_stale_caller_version_is_found_by_a_read_not_a_409() -> None:
     assert r.latest_version_id == "3"
 
 
+async def test_without_read_before_write_a_known_version_is_written_at_once() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock, lock_seconds=0.0)
+    policy = RetryPolicy(read_before_write=False)
+    async with clock.autojump():
+        r = await resolve_update(
+            study(svc, "A", version="1"), ops=svc, caller=fast_caller(clock, policy=policy)
+        )
+    assert (svc.reads, svc.sent, r.latest_version_id, r.conflicts) == (0, ["1"], "2", 0)
+
+
+async def test_without_read_before_write_a_stale_version_costs_a_409_then_a_read() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock, lock_seconds=0.0)
+    svc.write(other_writer(svc, "AccessionNumber", "OTHER"))
+    await clock.advance(1.0)
+    policy = RetryPolicy(read_before_write=False)
+    async with clock.autojump():
+        r = await resolve_update(
+            study(svc, "A", version="1"), ops=svc, caller=fast_caller(clock, policy=policy)
+        )
+    assert svc.sent == ["1", "2"]
+    assert (r.conflicts, r.latest_version_id) == (1, "3")
+    final = svc.image_set().latest.metadata
+    assert (desc_of(final), final["Study"]["DICOM"]["AccessionNumber"]) == ("A", "OTHER")
+
+
 async def test_locked_window_is_waited_out_by_polling_reads_not_writes() -> None:
     clock = FakeClock()
     svc = FakeService(clock, lock_seconds=5.0)
