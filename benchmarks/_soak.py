@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from async_hi import MetadataUpdate, UpdateBuilder
 from async_hi.document import apply_update
 from benchmarks._ours import Done
@@ -68,6 +70,16 @@ def _norm(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in _IGNORED}
 
 
+async def _settled(history: History, d: str, i: str) -> list[dict[str, Any]]:
+    """The history once its latest version is applied (until then it shows the content it replaces)."""
+    for _ in range(500):
+        hist = await history(d, i)
+        if not str(hist[-1].get("workflowStatus", "")).startswith("UPDATING"):
+            return hist
+        await anyio.sleep(0.01)
+    return hist
+
+
 async def verify(updates: Sequence[MetadataUpdate], done: Sequence[Done], history: History) -> Verdict:
     """Check every request against the version histories (see the module docstring)."""
     by_set: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -76,7 +88,7 @@ async def verify(updates: Sequence[MetadataUpdate], done: Sequence[Done], histor
     lost = duplicated = versions = exactly_once = 0
     failures = sum(not d.ok for d in done)
     for (d, i), keys in by_set.items():
-        hist = await history(d, i)
+        hist = await _settled(history, d, i)
         versions += len(hist) - 1
         claims: dict[str, list[int]] = defaultdict(list)
         for k in keys:

@@ -142,7 +142,10 @@ def run(mode: Mode) -> list[Row]:
     measured: dict[str, tuple[float, int, float]] = {}
     for r in range(rounds):  # interleaved; each contestant's best round counts (the box is shared)
         for name, _ in CONTESTANTS:
-            elapsed, failures, cpu = _in_child(name, n, c)
+            if mode == "tiny":  # the smoke test: no process start-up per contestant
+                elapsed, failures, cpu = run_async(_measure(dict(CONTESTANTS)[name], n, c))
+            else:
+                elapsed, failures, cpu = _in_child(name, n, c)
             best = measured.get(name)
             if best is None or elapsed < best[0]:
                 measured[name] = (elapsed, failures if best is None else max(failures, best[1]), cpu)
