@@ -151,7 +151,7 @@ async def _measure(fn: Contestant, *, k: int, lock: float) -> dict[str, Any]:
 
 def run(mode: Mode) -> list[Row]:
     k = pick(mode, 4, 8, 32)
-    lock = pick(mode, 0.05, 0.2, 0.2)
+    lock = pick(mode, 0.05, 0.1, 0.2)
     rows = []
     for name, fn in contestants():
         m = run_async(_measure(fn, k=k, lock=lock))

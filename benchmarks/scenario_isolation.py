@@ -146,7 +146,7 @@ def _run_abandoning(coro: Any) -> Any:
 
 
 def run(mode: Mode) -> list[Row]:
-    window = pick(mode, 0.6, 3.0, 20.0)
+    window = pick(mode, 0.6, 2.5, 20.0)
     flood_size = pick(mode, 4, 40, 100)
     openers: list[tuple[str, Opener]] = [
         (f"async-hi {RUNNER}", _ours),
