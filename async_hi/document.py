@@ -135,7 +135,7 @@ class _Checker:
         if not self._object(series, where):
             return
         self._keys(series, where, {"DICOM", "Instances"})
-        self.dicom(series.get("DICOM"), Level.SERIES, f"{where} DICOM", uid_key="SeriesInstanceUID")
+        self.dicom(series.get("DICOM"), Level.SERIES, f"{where} DICOM")
         instances = series.get("Instances")
         if instances is None or not self._object(instances, f"{where} Instances"):
             return
@@ -150,7 +150,7 @@ class _Checker:
             if not self._object(inst, iwhere):
                 continue
             self._keys(inst, iwhere, {"DICOM", "DICOMVRs"})
-            self.dicom(inst.get("DICOM"), Level.INSTANCE, f"{iwhere} DICOM", uid_key="SOPInstanceUID")
+            self.dicom(inst.get("DICOM"), Level.INSTANCE, f"{iwhere} DICOM")
             vrs = inst.get("DICOMVRs")
             if vrs is not None and self._object(vrs, f"{iwhere} DICOMVRs"):
                 for tag, vr in vrs.items():
@@ -164,15 +164,15 @@ class _Checker:
                     if is_private_tag(tag) and not (isinstance(vrs, dict) and tag in vrs):
                         self.bad(f"{iwhere} private tag {tag} needs its VR in DICOMVRs")
 
-    def dicom(self, attrs: Any, level: Level, where: str, uid_key: str | None = None) -> None:
+    def dicom(self, attrs: Any, level: Level, where: str) -> None:
         if attrs is None:
             return
         if not self._object(attrs, where):
             return
         for key, value in attrs.items():
-            self.attribute(key, value, level, where, uid_key)
+            self.attribute(key, value, level, where)
 
-    def attribute(self, key: str, value: Any, level: Level, where: str, uid_key: str | None) -> None:
+    def attribute(self, key: str, value: Any, level: Level, where: str) -> None:
         if is_private_tag(key):
             if level is not Level.INSTANCE:
                 self.bad(f"{where}: private tag {key} is only allowed at instance level")
