@@ -29,7 +29,7 @@ from async_hi._errors import map_error
 from async_hi._events import EventHook, OperationStats, RateChanged, Recorder
 from async_hi._limiter import LimiterConfig, RateLimiter, TokenBucketLimiter
 from async_hi._results import ImageSetInfo, UpdateResult, VersionInfo
-from async_hi._retry import Caller, RetryPolicy
+from async_hi._retry import Caller, RetryPolicy, retries_until
 from async_hi._updates import MetadataUpdate
 from async_hi.contract import OPERATIONS
 
@@ -251,6 +251,9 @@ class HealthImagingClient:
     ) -> dict[str, Any]:
         """GetImageSetMetadata: the metadata document, gunzipped and parsed.
 
+        Retried like every read, including the service's 409 "not consistent yet"
+        answered right after an import or update (evidence E2).
+
         Args:
             datastore_id: the datastore.
             image_set_id: the image set.
@@ -385,9 +388,16 @@ class HealthImagingClient:
             rng=self._caller.rng,
         )
         budget = Budget(datastore_id, image_set_id, policy, self.clock)
-        return await wait_until_applied(
-            self, caller, datastore_id, image_set_id, version_id=version_id, reason="applying", budget=budget
-        )
+        with retries_until(budget.start + policy.deadline):
+            return await wait_until_applied(
+                self,
+                caller,
+                datastore_id,
+                image_set_id,
+                version_id=version_id,
+                reason="applying",
+                budget=budget,
+            )
 
     # -- observability ---------------------------------------------------------
 

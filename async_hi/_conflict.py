@@ -14,7 +14,17 @@ The loop (:func:`resolve_update`):
 4. 429: the limiter cuts the rate and paces the retry, same version.
    Connect failure: nothing was sent; back off, same version.
    409: read again (step 1). Other 4xx: raise the typed error.
+   404: the real service answers a stale ``latestVersion`` with 404
+   ResourceNotFoundException "Requested version(s) of ImageSet(s) is not the
+   latest." (healthimaging-semantics.md, E1), the API reference with 409. So
+   one GetImageSet decides: the image set exists at another version (or is
+   LOCKED, or the message says "not the latest") -> exactly the 409 path;
+   DELETED -> ImageSetDeletedError; gone -> the 404 stands.
    Timeout, dropped connection, 5xx: the write may have been applied.
+
+Every read above is retried (429, 5xx, lost answers, and the 409 "not
+consistent yet" GetImageSetMetadata answers right after an update, E2) within
+this update's deadline (:func:`~async_hi._retry.retries_until`).
 
 **Writes whose answer was lost.** Every write carries ``latestVersion=V``, and
 the service accepts at most one write against a given V, so resending at the
@@ -46,6 +56,7 @@ from async_hi._errors import (
     ImageSetDeletedError,
     InternalServerError,
     OutcomeUnknownError,
+    ResourceNotFoundError,
     ResponseLostError,
     RetriesExhaustedError,
     ServiceError,
@@ -53,7 +64,7 @@ from async_hi._errors import (
 )
 from async_hi._events import Retrying, UpdateFinished, Waiting
 from async_hi._results import ImageSetInfo, UpdateOutcome, UpdateResult
-from async_hi._retry import Caller, RetryPolicy
+from async_hi._retry import Caller, RetryPolicy, is_retryable_read, retries_until
 from async_hi._updates import MetadataUpdate
 from async_hi.document import apply_update
 
@@ -61,6 +72,8 @@ __all__ = ["Budget", "Rebase", "UpdateOps", "resolve_update", "wait_until_applie
 
 UPDATE = "UpdateImageSetMetadata"
 _IGNORED_KEYS = ("DatastoreID", "ImageSetID", "SchemaVersion")
+#: the real service's stale-version message (E1), matched loosely: texts are not a contract
+_NOT_LATEST = "not the latest"
 
 #: ``rebase(fresh_metadata, update)`` -> the update to send now, or None to drop it (may be async).
 Rebase = Callable[
@@ -142,6 +155,26 @@ async def wait_until_applied(
 
 def _normalised(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in _IGNORED_KEYS}
+
+
+async def _stale_or_gone(
+    ops: UpdateOps, d: str, i: str, sent_at: str, exc: ResourceNotFoundError
+) -> ImageSetInfo | None:
+    """After a 404 from a write: the image set's state if the 404 means "the version moved", else None.
+
+    One GetImageSet. The image set is there at another version, or LOCKED, or the
+    404 says "not the latest" (E1): a stale version. DELETED: its info (the caller
+    raises ImageSetDeletedError). Not found, or there at the very version we sent
+    and ACTIVE with some other 404 message: None, the 404 stands.
+    """
+    try:
+        info = await ops.get_image_set(d, i)
+    except ResourceNotFoundError:
+        return None
+    said_stale = _NOT_LATEST in (exc.service_message or "")
+    if info.deleted or info.locked or info.version_id != sent_at or said_stale:
+        return info
+    return None
 
 
 async def _was_applied(
@@ -239,6 +272,19 @@ async def resolve_update(
         RetriesExhaustedError, DeadlineExceededError: a budget ran out.
         OutcomeUnknownError: a budget ran out while an earlier write's fate was unknown.
     """
+    # every read of this update, retries included, stays within the update's deadline
+    with retries_until(caller.clock.now() + caller.policy.deadline):
+        return await _resolve(update, ops=ops, caller=caller, rebase=rebase, wait=wait)
+
+
+async def _resolve(
+    update: MetadataUpdate,
+    *,
+    ops: UpdateOps,
+    caller: Caller,
+    rebase: Rebase | None,
+    wait: bool,
+) -> UpdateResult:
     d, i = update.datastore_id, update.image_set_id
     budget = Budget(d, i, caller.policy, caller.clock)
     current = update
@@ -249,13 +295,18 @@ async def resolve_update(
     base: str | None = None if caller.policy.read_before_write else computed_at
     outcome: UpdateOutcome = "applied"
     conflict_at: str | None = None
+    known: ImageSetInfo | None = None  # read while classifying a 404: saves the next read
     try:
         while True:
             budget.check_time()
             if base is None:
-                info = await wait_until_applied(
-                    ops, caller, d, i, version_id=None, reason="locked", budget=budget
-                )
+                if known is not None and not known.locked:
+                    info = known
+                else:
+                    info = await wait_until_applied(
+                        ops, caller, d, i, version_id=None, reason="locked", budget=budget
+                    )
+                known = None
                 if info.deleted:
                     raise budget.fail(ImageSetDeletedError, "the image set is DELETED")
                 base = info.version_id
@@ -294,6 +345,20 @@ async def resolve_update(
                     raise budget.fail(RetriesExhaustedError, "too many conflicts") from exc
                 base, conflict_at = None, sent_at
                 continue
+            except ResourceNotFoundError as exc:
+                found = await _stale_or_gone(ops, d, i, sent_at, exc)
+                if found is None:
+                    raise  # the image set is gone (or the 404 is about something else)
+                if found.deleted:
+                    raise budget.fail(ImageSetDeletedError, "the image set is DELETED") from exc
+                # E1: a stale version, answered 404 -> exactly the 409 path
+                caller.recorder.count(UPDATE, "conflicts")
+                budget.last_error = exc
+                budget.conflicts += 1
+                if budget.conflicts > caller.policy.max_conflicts:
+                    raise budget.fail(RetriesExhaustedError, "too many conflicts") from exc
+                base, conflict_at, known = None, sent_at, found
+                continue
             except (ConnectError, ResponseLostError, InternalServerError) as exc:
                 budget.last_error = exc
                 if not isinstance(exc, ConnectError):
@@ -310,6 +375,12 @@ async def resolve_update(
         if isinstance(exc, ServiceError) and exc.status == 400 and budget.uncertain is not None:
             # e.g. a UID change that no longer applies because our lost write did apply
             raise budget.fail(OutcomeUnknownError, f"refused ({exc.code})") from exc
+        if is_retryable_read(exc) and budget.remaining() <= 0:
+            # a read was still being retried (e.g. E2's "not consistent yet") when the time ran out
+            budget.last_error = exc
+            raise budget.fail(
+                DeadlineExceededError, f"deadline of {caller.policy.deadline:g} s exceeded"
+            ) from exc
         raise
 
 

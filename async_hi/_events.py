@@ -94,7 +94,8 @@ class OperationStats:
         calls: requests sent (every attempt counts).
         successes: requests answered without error.
         throttles: 429 answers.
-        conflicts: 409 answers.
+        conflicts: 409 answers; for UpdateImageSetMetadata also the 404s found to
+            mean a stale version (the real service's answer, see ``_conflict``).
         server_errors: 5xx answers.
         transport_errors: no answer (connect failures, lost responses).
         retries: attempts made again after a failure.

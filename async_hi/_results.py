@@ -107,7 +107,8 @@ class UpdateResult:
         outcome: ``"applied"``; ``"already-applied"`` when an earlier attempt
             whose answer was lost turned out to have taken effect; ``"dropped"``
             when the rebase function returned None.
-        attempts: write attempts sent; conflicts: 409 answers received.
+        attempts: write attempts sent; conflicts: stale-version or LOCKED refusals
+            received (409, or 404 "not the latest").
         base_version_id: the version the successful write was sent against.
     """
 

@@ -3,21 +3,28 @@
 :class:`Caller` is where every request goes: it takes the limiter's slot and
 token, calls, records the outcome (counters, events), tells the limiter about
 429s and successes, and gives the slot back. :meth:`Caller.with_retries`
-retries idempotent reads on 429, 5xx and transport errors; writes are retried
-by the conflict resolver (``_conflict``), which must first rule out that an
-earlier attempt was applied.
+retries idempotent reads on 429, 5xx, transport errors and 409 (on a read, a
+409 means "not consistent yet": evidence E2 of healthimaging-semantics.md);
+writes are retried by the conflict resolver (``_conflict``), which must first
+rule out that an earlier attempt was applied.
+
+Bounds: attempts and the policy's deadline per call, and, inside
+:func:`retries_until`, an absolute clock time as well (the conflict resolver
+uses it so that the reads of one update stay within that update's budget).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
 from async_hi._clock import Clock
 from async_hi._errors import (
+    ConflictError,
     HealthImagingError,
     InternalServerError,
     ServiceError,
@@ -27,9 +34,23 @@ from async_hi._errors import (
 from async_hi._events import Recorder, RequestFinished, Retrying
 from async_hi._limiter import RateLimiter
 
-__all__ = ["Caller", "RetryPolicy", "is_retryable"]
+__all__ = ["Caller", "RetryPolicy", "is_retryable", "is_retryable_read", "retries_until"]
 
 T = TypeVar("T")
+
+#: the clock time by which every :meth:`Caller.with_retries` in this context must give up
+_UNTIL: ContextVar[float | None] = ContextVar("async_hi_retries_until", default=None)
+
+
+@contextmanager
+def retries_until(until: float) -> Iterator[None]:
+    """Within the block, read retries also stop at clock time ``until`` (the earlier bound wins)."""
+    current = _UNTIL.get()
+    token = _UNTIL.set(until if current is None else min(current, until))
+    try:
+        yield
+    finally:
+        _UNTIL.reset(token)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +62,8 @@ class RetryPolicy:
         deadline: seconds one call or update may take in total, > 0.
         base_delay: first backoff ceiling in seconds (full jitter: ``rand(0, min(max_delay, base * 2**n))``).
         max_delay: the largest backoff ceiling.
-        max_conflicts: 409 answers one update may receive, >= 0.
+        max_conflicts: stale-version or LOCKED refusals (409, or 404 "not the
+            latest") one update may receive, >= 0.
         poll_base: first delay ceiling while polling a LOCKED or applying image set.
         poll_max: the largest polling delay ceiling.
         read_before_write: read the current version (GetImageSet) before the first
@@ -87,6 +109,19 @@ class RetryPolicy:
 def is_retryable(exc: BaseException) -> bool:
     """429, 5xx and transport errors are worth another attempt; nothing else is."""
     return isinstance(exc, (ThrottlingError, InternalServerError, TransportError))
+
+
+def is_retryable_read(exc: BaseException) -> bool:
+    """What a *read* retries: :func:`is_retryable`, and 409.
+
+    A read has no version precondition, so a 409 on it can only mean "not
+    ready": GetImageSetMetadata answers 409 ConflictException "Requested
+    ImageSet metadata is not consistent yet. Please retry after a few seconds."
+    right after an import or update (E2). Only GetImageSetMetadata is known to
+    do so; retrying a 409 on GetImageSet or ListImageSetVersions too costs
+    nothing but read quota, and a read cannot be applied twice.
+    """
+    return is_retryable(exc) or isinstance(exc, ConflictError)
 
 
 class Caller:
@@ -150,10 +185,13 @@ class Caller:
     async def with_retries(
         self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]
     ) -> T:
-        """:meth:`once`, retried on 429, 5xx and transport errors within the policy's bounds.
+        """:meth:`once`, retried on 429, 5xx, transport errors and 409 within the bounds.
 
-        Only for idempotent requests. A 429 is retried without extra delay: the
-        limiter (cut rate, drained bucket, Retry-After) paces the next attempt.
+        Only for idempotent requests (see :func:`is_retryable_read`). A 429 is
+        retried without extra delay: the limiter (cut rate, drained bucket,
+        Retry-After) paces the next attempt; the others back off with full jitter.
+        Bounds: the policy's attempts and deadline, and the time set by an
+        enclosing :func:`retries_until`.
 
         Raises:
             HealthImagingError: the last error, when it is not retryable or the bounds ran out.
@@ -165,8 +203,12 @@ class Caller:
             try:
                 return await self.once(operation, image_set_id, fn)
             except HealthImagingError as exc:
-                remaining = self.policy.deadline - (self.clock.now() - start)
-                if not is_retryable(exc) or attempt >= self.policy.max_attempts or remaining <= 0:
+                now = self.clock.now()
+                remaining = self.policy.deadline - (now - start)
+                until = _UNTIL.get()
+                if until is not None:
+                    remaining = min(remaining, until - now)
+                if not is_retryable_read(exc) or attempt >= self.policy.max_attempts or remaining <= 0:
                     raise
                 delay = 0.0 if isinstance(exc, ThrottlingError) else self.policy.backoff(attempt, self.rng)
                 delay = min(delay, remaining)

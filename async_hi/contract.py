@@ -6,7 +6,10 @@ from here, and this module reads it from botocore's
 ``medical-imaging/2023-07-19/service-2.json``: no shape is retyped by hand.
 
 The only hand-kept table is :data:`DEFAULT_QUOTAS`, because quotas are not
-part of the service model (they come from the service quota page).
+part of the service model (they come from the service quota page), and the two
+message texts of the real service that code written against it matches
+(:data:`STALE_VERSION_MESSAGE`, :data:`NOT_CONSISTENT_MESSAGE`; evidence rows E1
+and E2 of healthimaging-semantics.md).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from botocore.session import get_session
 
 __all__ = [
     "DEFAULT_QUOTAS",
+    "NOT_CONSISTENT_MESSAGE",
     "OPERATIONS",
     "SERVICE_NAME",
     "SIGNING_NAME",
+    "STALE_VERSION_MESSAGE",
     "Quota",
     "compiled_pattern",
     "decode_blob",
@@ -41,6 +46,19 @@ __all__ = [
 
 SERVICE_NAME = "medical-imaging"
 SIGNING_NAME = "medical-imaging"
+
+#: The real service's answer to UpdateImageSetMetadata with a stale ``latestVersion``: 404
+#: ResourceNotFoundException with exactly this message (evidence E1: DIAGNijmegen/rse-grand-challenge
+#: app/grandchallenge/cases/tasks.py, ``revert_image_set_to_initial_version``, compares
+#: ``error.response["Error"]["Message"]`` with it and treats it as "already updated").
+STALE_VERSION_MESSAGE = "Requested version(s) of ImageSet(s) is not the latest."
+#: The real service's 409 ConflictException on GetImageSetMetadata while the metadata is not
+#: consistent yet (evidence E2: the same file's ``handle_health_imaging_import_job_event`` retries a
+#: ConflictException whose message contains this text; aws-samples/aws-healthimaging-samples
+#: imaging-viewer-ui/src/components/Metadata/Metadata.jsx tells the user to retry on a 409).
+NOT_CONSISTENT_MESSAGE = (
+    "Requested ImageSet metadata is not consistent yet. Please retry after a few seconds."
+)
 
 #: The operations this project speaks (the emulator serves them, the client calls them).
 OPERATIONS: tuple[str, ...] = (

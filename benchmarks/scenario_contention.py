@@ -3,7 +3,8 @@
 One image set with K series; writer k sets SeriesDescription of series k, so
 every writer's change is visible in the final document and a lost update
 cannot hide behind a later one. Quotas are off; the emulator keeps the image
-set LOCKED for ``lock`` seconds after each accepted update (409 meanwhile).
+set LOCKED for ``lock`` seconds after each accepted update (409 meanwhile; a
+write naming a version that is no longer the latest gets the real service's 404).
 
 Contestants (all start at once):
 
@@ -13,7 +14,10 @@ Contestants (all start at once):
 - async-hi, K independent clients (as K processes would be): they race, and
   the conflict resolver waits out LOCKED and retries.
 - aiobotocore with a client-go style ``RetryOnConflict`` (re-read, retry on
-  409, 5 steps 10 ms apart): the common hand-written fix.
+  409, 5 steps 10 ms apart): the common hand-written fix. It also retries the
+  real service's answer to a stale version, 404 ResourceNotFoundException "not
+  the latest" (the emulator's default; healthimaging-semantics.md E1): a
+  version of it that caught only 409 would fail every stale write there.
 
 Figures: UpdateImageSetMetadata calls the emulator saw per applied change
 (the ratio), p50/p99 completion from the start, lost updates (reported
@@ -85,7 +89,7 @@ async def _retry_on_conflict(info: dict[str, Any], updates: list[MetadataUpdate]
                 try:
                     await base.aio_update(raw, u)
                     return True, time.monotonic() - t0
-                except raw.exceptions.ConflictException:
+                except (raw.exceptions.ConflictException, raw.exceptions.ResourceNotFoundException):
                     await asyncio.sleep(0.01 * (1 + 0.1 * (step % 2)))
                 except Exception:
                     break
@@ -144,6 +148,7 @@ async def _measure(fn: Contestant, *, k: int, lock: float) -> dict[str, Any]:
         "failures": sum(not o for o in ok),
         "calls": calls,
         "409s": count(stats, UPD, 409),
+        "404s": count(stats, UPD, 404),
         "versions": len(history) - 1,
         "K": k,
     }

@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlsplit
 
 from async_hi import contract
@@ -120,15 +121,20 @@ def parse_expectation(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 @asynccontextmanager
-async def emulator_target(*, lock_seconds: float = 0.2) -> AsyncIterator[Target]:
+async def emulator_target(
+    *, lock_seconds: float = 0.2, stale_version_error: Literal["not-found", "conflict"] = "not-found"
+) -> AsyncIterator[Target]:
     """Start our emulator in-process (quotas off), seed one image set, yield a writable target for it.
 
     Args:
         lock_seconds: the emulator's LOCKED window after each accepted update.
+        stale_version_error: the emulator's answer to a stale version (see ``EmulatorConfig``).
     """
     from async_hi.emulator import Emulator
 
-    async with Emulator(lock_seconds=lock_seconds, quotas=None) as emu:
+    async with Emulator(
+        lock_seconds=lock_seconds, quotas=None, stale_version_error=stale_version_error
+    ) as emu:
         seeded = emu.seed(1)
         yield Target(
             endpoint_url=emu.endpoint_url,

@@ -111,7 +111,8 @@ def _refusal_changes_state(emu: Emulator, mp: Any) -> None:
         try:
             return original(d, i, **kw)
         except ApiError as exc:
-            if exc.code == "ConflictException":
+            # a stale version is refused with 404 (the real service, E1) or 409; LOCKED with 409
+            if exc.code in ("ConflictException", "ResourceNotFoundException"):
                 emu.store.image_set(d, i).latest.metadata["Study"]["DICOM"]["StudyDescription"] = "TOUCHED"
             raise
 
@@ -289,3 +290,15 @@ def _utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _locked_metadata_fails(req: Req, emu: Emulator) -> web.Response | None:
+    """``before``: GetImageSetMetadata of an image set whose update is being applied answers 500."""
+    if req.op != "getImageSetMetadata":
+        return None
+    d, i = req.ids
+    try:
+        locked = emu.store.image_set(d, i).state == "LOCKED"
+    except ApiError:
+        return None
+    return error(500, "InternalServerException") if locked else None

@@ -28,27 +28,41 @@ from async_hi.contract import DEFAULT_QUOTAS
 from async_hi.emulator._seed import synthetic_metadata
 from async_hi.emulator._store import ApiError, ImageSet, Store
 
-#: what a scripted send does: "ok"; "throttle", "connect", "500", "drop" (nothing applied, then the
-#: error); "lost", "500-applied" (applied, then the answer is lost / a 500)
+#: what a scripted send does: "ok"; "throttle", "connect", "500", "drop", "404" (nothing applied, then
+#: the error; "404" is a ResourceNotFoundException with no "not the latest" message); "lost",
+#: "500-applied" (applied, then the answer is lost / a 500)
 Action = str
 
 
-def _service_error(code: str, op: str, retry_after: float | None = None) -> ServiceError:
+def _service_error(
+    code: str, op: str, retry_after: float | None = None, message: str | None = None
+) -> ServiceError:
     cls = error_class(code)
     status = {"ThrottlingException": 429, "InternalServerException": 500}.get(code, 400)
     if code == "ConflictException":
         status = 409
     elif code == "ResourceNotFoundException":
         status = 404
-    return cls(code=code, status=status, operation=op, retry_after=retry_after)
+    return cls(code=code, status=status, operation=op, retry_after=retry_after, service_message=message)
 
 
 class FakeService:
     """Implements the resolver's UpdateOps against the emulator's Store, on virtual time."""
 
-    def __init__(self, clock: FakeClock, *, lock_seconds: float = 2.0, count: int = 1) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        lock_seconds: float = 2.0,
+        count: int = 1,
+        caller: Caller | None = None,
+        **store_options: Any,
+    ) -> None:
         self.clock = clock
-        self.store = Store(lock_seconds=lock_seconds, clock=clock.now)
+        self.store = Store(lock_seconds=lock_seconds, clock=clock.now, **store_options)
+        #: reads go through ``caller.with_retries`` as the client's do (None: no retries)
+        self.caller = caller
+        self.metadata_reads = 0
         self.datastore_id = self.store.create_datastore().datastore_id
         rng = random.Random(7)
         self.ids = [
@@ -82,11 +96,11 @@ class FakeService:
     ) -> ImageSetInfo:
         await anyio.lowlevel.checkpoint()
         self.reads += 1
-        s = self.image_set(image_set_id)
         try:
+            s = self.image_set(image_set_id)
             v = s.version(int(version_id) if version_id else None)
         except ApiError as exc:
-            raise _service_error(exc.code, "GetImageSet") from None
+            raise _service_error(exc.code, "GetImageSet", message=exc.message) from None
         state = s.state if v is s.latest else ("DELETED" if s.deleted else "ACTIVE")
         return ImageSetInfo(
             datastore_id=datastore_id,
@@ -100,13 +114,20 @@ class FakeService:
     async def get_image_set_metadata(
         self, datastore_id: str, image_set_id: str, *, version_id: str | None = None
     ) -> dict[str, Any]:
-        await anyio.lowlevel.checkpoint()
-        s = self.image_set(image_set_id)
-        if version_id is None:
-            return dict(s.applied_metadata())
-        v = s.version(int(version_id))
-        assert not v.workflow_status.startswith("UPDATING"), "read of a version still being applied"
-        return dict(v.metadata)
+        async def read() -> dict[str, Any]:
+            await anyio.lowlevel.checkpoint()
+            self.metadata_reads += 1
+            try:
+                doc = self.store.metadata(
+                    self.datastore_id, image_set_id, int(version_id) if version_id else None
+                )
+            except ApiError as exc:  # e.g. E2's 409 "not consistent yet"
+                raise _service_error(exc.code, "GetImageSetMetadata", message=exc.message) from None
+            return dict(doc)
+
+        if self.caller is None:
+            return await read()
+        return await self.caller.with_retries("GetImageSetMetadata", image_set_id, read)
 
     async def send_update(self, update: MetadataUpdate, latest_version_id: str) -> Mapping[str, Any]:
         await anyio.lowlevel.checkpoint()
@@ -123,6 +144,8 @@ class FakeService:
             raise _service_error("InternalServerException", op)
         if action == "drop":
             raise ResponseLostError(op, "no answer (test)")
+        if action == "404":
+            raise _service_error("ResourceNotFoundException", op, message="something was not found")
         try:
             s = self.store.update(
                 update.datastore_id,
@@ -134,7 +157,7 @@ class FakeService:
                 force=update.force,
             )
         except ApiError as exc:
-            raise _service_error(exc.code, op) from None
+            raise _service_error(exc.code, op, message=exc.message) from None
         if action == "lost":
             raise ResponseLostError(op, "no answer (test)")
         if action == "500-applied":

@@ -26,6 +26,10 @@ pytestmark = pytest.mark.anyio
 
 UPD = "UpdateImageSetMetadata"
 
+#: the emulator's two answers to a stale latestVersion: the real service's 404 (evidence E1), the
+#: API reference's 409. The client must behave the same against both.
+MODES = ["not-found", "conflict"]
+
 FAST = LimiterConfig(quotas={op: Quota(rate=200.0, burst=5) for op in DEFAULT_QUOTAS}, headroom=0.0)
 QUICK = RetryPolicy(base_delay=0.02, max_delay=0.2, poll_base=0.01, poll_max=0.05, max_attempts=30)
 
@@ -140,8 +144,9 @@ async def test_stale_caller_version_and_rebase(emulator: Emulator) -> None:
     assert applied_descriptions(emulator, d, i) == ["THEIRS", "THEIRS+MINE"]
 
 
-async def test_two_clients_contend_for_one_image_set_nothing_lost_nothing_twice() -> None:
-    async with Emulator(lock_seconds=0.05, quotas=None) as emu:
+@pytest.mark.parametrize("mode", MODES)
+async def test_two_clients_contend_for_one_image_set_nothing_lost_nothing_twice(mode: str) -> None:
+    async with Emulator(lock_seconds=0.05, quotas=None, stale_version_error=mode) as emu:
         seeded = emu.seed(1)
         d, i = seeded.datastore_id, seeded.image_set_ids[0]
         async with client(emu) as a, client(emu) as b:
@@ -197,7 +202,9 @@ async def test_deleted_and_invalid_are_typed_errors_and_change_nothing(emulator:
     assert len(emulator.history(d, i)) == 1
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize(
+    ("transport", "mode"), [("aiohttp", "not-found"), ("httpx", "not-found"), ("aiohttp", "conflict")]
+)
 @pytest.mark.parametrize(
     "faults",
     [
@@ -207,8 +214,10 @@ async def test_deleted_and_invalid_are_typed_errors_and_change_nothing(emulator:
         pytest.param({"lost_response_rate": 0.5}, id="lost-responses"),
     ],
 )
-async def test_faults_nothing_lost_nothing_applied_twice(transport: str, faults: dict[str, float]) -> None:
-    async with Emulator(lock_seconds=0.02, quotas=None) as emu:
+async def test_faults_nothing_lost_nothing_applied_twice(
+    transport: str, mode: str, faults: dict[str, float]
+) -> None:
+    async with Emulator(lock_seconds=0.02, quotas=None, stale_version_error=mode) as emu:
         seeded = emu.seed(5)
         d = seeded.datastore_id
         # faults on updates only: the draws then do not depend on how reads interleave, so the
@@ -232,8 +241,9 @@ async def test_faults_nothing_lost_nothing_applied_twice(transport: str, faults:
         assert stats["GetImageSetMetadata"].rate == 200.0
 
 
-async def test_read_timeout_with_a_late_write_still_applies_once() -> None:
-    async with Emulator(lock_seconds=0.02, quotas=None) as emu:
+@pytest.mark.parametrize("mode", MODES)
+async def test_read_timeout_with_a_late_write_still_applies_once(mode: str) -> None:
+    async with Emulator(lock_seconds=0.02, quotas=None, stale_version_error=mode) as emu:
         seeded = emu.seed(3)
         d = seeded.datastore_id
         emu.reconfigure(
@@ -249,10 +259,13 @@ async def test_read_timeout_with_a_late_write_still_applies_once() -> None:
             assert applied_descriptions(emu, d, i) == [f"S{n}"]
 
 
-async def test_a_write_between_our_read_and_our_write_is_a_409_then_a_locked_wait(emulator: Emulator) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_write_between_our_read_and_our_write_is_refused_then_a_locked_wait(
+    emulator: Emulator, mode: str
+) -> None:
     seeded = emulator.seed(1)
     d, i = seeded.datastore_id, seeded.image_set_ids[0]
-    emulator.reconfigure(lock_seconds=0.3)
+    emulator.reconfigure(lock_seconds=0.3, stale_version_error=mode)
     intruded: list[bool] = []
 
     def intruder(**kwargs: Any) -> None:
@@ -268,7 +281,12 @@ async def test_a_write_between_our_read_and_our_write_is_a_409_then_a_locked_wai
         r = await hi.update_image_set_metadata(study_update(d, i, "MINE"), wait=True)
         waited = anyio.current_time() - t0
         stats = hi.stats()
-    assert stats[UPD].conflicts == 1  # the stale write was refused ...
+    # the stale write was refused (404 "not the latest" or 409, by mode), taken as a conflict ...
+    assert stats[UPD].conflicts == 1
+    refused = [r for r in emulator.requests if r.operation == UPD and r.status != 200]
+    assert [r.error_code for r in refused] == [
+        "ResourceNotFoundException" if mode == "not-found" else "ConflictException"
+    ]
     assert stats["GetImageSet"].waits >= 1  # ... the LOCKED window was polled, not hammered with writes
     assert stats[UPD].calls == 2
     assert waited >= 0.3

@@ -9,12 +9,15 @@ import anyio
 import pytest
 
 from async_hi import (
+    ConflictError,
     DeadlineExceededError,
     FakeClock,
     ImageSetDeletedError,
     MetadataUpdate,
     OutcomeUnknownError,
+    ResourceNotFoundError,
     RetriesExhaustedError,
+    Retrying,
     RetryPolicy,
     ThrottlingError,
     UpdateBuilder,
@@ -62,10 +65,12 @@ async def test_plain_update_one_attempt() -> None:
     assert r.workflow_status == "UPDATING"  # no wait: the answer as given
 
 
-async def test_stale_version_retries_at_the_new_version_and_keeps_both_changes() -> None:
+@pytest.mark.parametrize("mode", ["not-found", "conflict"])
+async def test_stale_version_retries_at_the_new_version_and_keeps_both_changes(mode: str) -> None:
     clock = FakeClock()
-    svc = FakeService(clock, lock_seconds=0.0)
-    # another writer lands between our read and our write: a 409 on a stale latestVersion
+    svc = FakeService(clock, lock_seconds=0.0, stale_version_error=mode)
+    # another writer lands between our read and our write: a 404 "not the latest" (the real
+    # service, E1) or a 409 (the API reference) on a stale latestVersion
     svc.before_send = lambda n: svc.write(other_writer(svc, "AccessionNumber", "OTHER")) if n == 1 else None
     async with clock.autojump():
         r = await resolve_update(study(svc, "A", version="1"), ops=svc, caller=fast_caller(clock), wait=True)
@@ -99,9 +104,10 @@ async def test_without_read_before_write_a_known_version_is_written_at_once() ->
     assert (svc.reads, svc.sent, r.latest_version_id, r.conflicts) == (0, ["1"], "2", 0)
 
 
-async def test_without_read_before_write_a_stale_version_costs_a_409_then_a_read() -> None:
+@pytest.mark.parametrize("mode", ["not-found", "conflict"])
+async def test_without_read_before_write_a_stale_version_costs_a_refusal_then_a_read(mode: str) -> None:
     clock = FakeClock()
-    svc = FakeService(clock, lock_seconds=0.0)
+    svc = FakeService(clock, lock_seconds=0.0, stale_version_error=mode)
     svc.write(other_writer(svc, "AccessionNumber", "OTHER"))
     await clock.advance(1.0)
     policy = RetryPolicy(read_before_write=False)
@@ -364,3 +370,138 @@ async def test_update_failed_is_reported_after_wait() -> None:
     assert r.message == "could not apply"
     assert r.state == "ACTIVE"
     assert any(isinstance(e, UpdateFinished) and e.outcome == "update-failed" for e in events)
+
+
+# -- the real service's answers: 404 for a stale version (E1), 409 on reads (E2) ----------------
+
+
+async def test_a_404_for_a_stale_version_costs_one_read_and_is_not_written_again_blindly() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock, lock_seconds=0.0)  # stale -> 404 "not the latest"
+    svc.write(other_writer(svc, "AccessionNumber", "OTHER"))
+    await clock.advance(1.0)
+    policy = RetryPolicy(read_before_write=False)
+    async with clock.autojump():
+        r = await resolve_update(
+            study(svc, "A", version="1"), ops=svc, caller=fast_caller(clock, policy=policy)
+        )
+    # the 404 was checked with one GetImageSet, which also gave the version to write at
+    assert (svc.sent, svc.reads) == (["1", "2"], 1)
+    assert (r.outcome, r.conflicts, r.latest_version_id) == ("applied", 1, "3")
+
+
+async def test_a_404_for_an_image_set_that_is_gone_stays_a_not_found_error() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock)
+    d, i = svc.datastore_id, svc.image_set_id
+
+    def vanish(n: int) -> None:  # removed between our read and our write
+        del svc.store.datastores[d].image_sets[i]
+
+    svc.before_send = vanish
+    async with clock.autojump():
+        with pytest.raises(ResourceNotFoundError):
+            await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock))
+    assert svc.sent == ["1"]  # not retried
+
+
+async def test_a_404_that_is_not_about_the_version_is_raised_after_one_read() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock)
+    svc.script = ["404"]  # the image set is still there, at the version we sent, ACTIVE
+    async with clock.autojump():
+        with pytest.raises(ResourceNotFoundError):
+            await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock))
+    assert (svc.sent, svc.reads) == (["1"], 2)  # the read before the write, the one after the 404
+    assert [v[0] for v in svc.versions()] == [1]
+
+
+async def test_a_404_then_the_image_set_is_deleted_is_a_typed_error() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock)
+    svc.script = ["404"]
+
+    def delete(n: int) -> None:
+        svc.image_set().deleted = True
+
+    svc.before_send = delete
+    async with clock.autojump():
+        with pytest.raises(ImageSetDeletedError):
+            await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock))
+
+
+async def test_stale_404s_count_against_the_conflict_budget() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock, lock_seconds=0.0)
+
+    def intrude(n: int) -> None:  # someone else always writes first
+        svc.write(other_writer(svc, "AccessionNumber", f"O{n}"))
+
+    svc.before_send = intrude
+    policy = RetryPolicy(max_conflicts=2, base_delay=0.01)
+    async with clock.autojump():
+        with pytest.raises(RetriesExhaustedError, match="too many conflicts") as info:
+            await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock, policy=policy))
+    assert isinstance(info.value.last_error, ResourceNotFoundError)
+    assert len(svc.sent) == 3
+
+
+async def test_not_consistent_yet_on_the_rebase_read_is_retried_with_backoff() -> None:
+    clock = FakeClock()
+    events: list[Event] = []
+    caller = fast_caller(clock, events=events)
+    # E2: the metadata of the other writer's version stays "not consistent yet" 3 s after its
+    # apply ended (LOCKED 1 s, 409 for 4 s)
+    svc = FakeService(clock, lock_seconds=1.0, caller=caller, not_consistent_seconds=4.0)
+    svc.write(other_writer(svc, "StudyDescription", "THEIRS"))
+    seen: list[Any] = []
+
+    def rebase(fresh: Mapping[str, Any], update: MetadataUpdate) -> MetadataUpdate:
+        seen.append(desc_of(fresh))
+        return study(svc, f"{desc_of(fresh)}+MINE")
+
+    async with clock.autojump():
+        r = await resolve_update(
+            study(svc, "MINE", version="1"), ops=svc, caller=caller, rebase=rebase, wait=True
+        )
+    assert seen == ["THEIRS"]
+    assert desc_of(svc.image_set().latest.metadata) == "THEIRS+MINE"
+    assert r.latest_version_id == "3"
+    assert clock.now() >= 4.0  # the read waited the 409s out ...
+    retried = [e for e in events if isinstance(e, Retrying) and e.operation == "GetImageSetMetadata"]
+    assert retried
+    assert {e.reason for e in retried} == {"ConflictException"}  # ... by retrying them
+
+
+async def test_not_consistent_yet_on_the_proof_reads_is_retried() -> None:
+    clock = FakeClock()
+    events: list[Event] = []
+    caller = fast_caller(clock, events=events)
+    svc = FakeService(clock, lock_seconds=0.5, caller=caller, not_consistent_seconds=3.0)
+    svc.script = ["lost"]  # our write is applied, its answer lost
+    async with clock.autojump():
+        r = await resolve_update(study(svc, "A"), ops=svc, caller=caller)
+    # the proof read version 2 while it was still "not consistent": retried, then recognised
+    assert (r.outcome, r.latest_version_id) == ("already-applied", "2")
+    assert svc.sent == ["1"]
+    assert [v[0] for v in svc.versions()] == [1, 2]
+    assert clock.now() >= 3.0
+    assert any(isinstance(e, Retrying) and e.reason == "ConflictException" for e in events)
+
+
+async def test_not_consistent_reads_stay_within_the_update_deadline() -> None:
+    clock = FakeClock()
+    policy = RetryPolicy(deadline=20.0, max_attempts=1000, max_delay=1.0)
+    caller = fast_caller(clock, policy=policy)
+    svc = FakeService(clock, lock_seconds=0.5, caller=caller, not_consistent_seconds=10_000.0)
+    svc.write(other_writer(svc, "StudyDescription", "THEIRS"))
+
+    def rebase(fresh: Mapping[str, Any], update: MetadataUpdate) -> MetadataUpdate:
+        raise AssertionError("the metadata never became consistent")
+
+    async with clock.autojump():
+        with pytest.raises(DeadlineExceededError) as info:
+            await resolve_update(study(svc, "MINE", version="1"), ops=svc, caller=caller, rebase=rebase)
+    assert 20.0 <= clock.now() <= 21.5
+    assert isinstance(info.value.last_error, ConflictError)
+    assert svc.sent == []

@@ -30,6 +30,7 @@ from tests._hi_hooks import (
     _json_content_type,
     _launder,
     _lenient_union,
+    _locked_metadata_fails,
     _no_apply,
     _no_conflicts,
     _other_datastore,
@@ -247,6 +248,14 @@ MUTANTS = [
     ),
     Mutant("updates end UPDATE_FAILED", ("OC05",), setup=_apply_fails),
     Mutant("a refused write changes the metadata", ("OC06",), setup=_refusal_changes_state),
+    Mutant("metadata read while an update is applied answers 500", ("OC07",), before=_locked_metadata_fails),
+    Mutant(
+        "a stale version answered 404 without saying so",
+        ("OC01",),
+        after=lambda req, resp, emu: (
+            resp.set_json({"message": "not found"}) if resp.code == "ResourceNotFoundException" else None
+        ),
+    ),
     # -- VS ------------------------------------------------------------------
     Mutant(
         "dropping the version increment",

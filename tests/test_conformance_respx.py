@@ -130,7 +130,37 @@ async def test_accepting_a_stale_version_fails_oc01(hi: FakeHI) -> None:
     hi.update = ok_update
     oc01 = (await _run("OC01")).result("OC01")
     assert oc01.outcome is Outcome.FAIL
-    assert oc01.message == "stale latestVersion 0 (current 1): expected 409, got 200"
+    assert oc01.message == "stale latestVersion 0 (current 1): expected 404/409, got 200"
+
+
+def _not_found(message: str) -> Handler:
+    def update(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            404,
+            json={"message": message},
+            headers={"x-amzn-ErrorType": "ResourceNotFoundException", "x-amzn-RequestId": "r-404"},
+        )
+
+    return update
+
+
+async def test_oc01_passes_the_real_services_404_and_reports_it(hi: FakeHI) -> None:
+    # evidence E1: the real service refuses a stale version with this 404 (DIAGNijmegen/rse-grand-challenge
+    # app/grandchallenge/cases/tasks.py matches exactly this code and message)
+    hi.update = _not_found("Requested version(s) of ImageSet(s) is not the latest.")
+    oc01 = (await _run("OC01")).result("OC01")
+    assert oc01.outcome is Outcome.PASS
+    assert oc01.message == (
+        'stale version refused with 404 ResourceNotFoundException "not the latest" '
+        "(as the real service answers, E1)"
+    )
+
+
+async def test_oc01_fails_a_404_that_does_not_say_the_version_is_stale(hi: FakeHI) -> None:
+    hi.update = _not_found("Image set not found")
+    oc01 = (await _run("OC01")).result("OC01")
+    assert oc01.outcome is Outcome.FAIL
+    assert 'stale latestVersion 0 (current 1): 404 without "not the latest"' in oc01.message
 
 
 async def test_accepting_unsigned_requests_fails_au01(hi: FakeHI) -> None:

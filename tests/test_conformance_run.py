@@ -49,15 +49,30 @@ async def test_the_emulator_passes_every_check_within_a_minute() -> None:
         if r.outcome is not Outcome.PASS
     ]
     assert not_passed == []
-    assert len(report.results) == 65
+    assert len(report.results) == 66
+    # OC01 says which stale-version answer it saw: the real service's 404 (E1), the emulator's default
+    assert report.result("OC01").message.startswith(
+        "stale version refused with 404 ResourceNotFoundException"
+    )
     assert report.seconds < 60
     assert report.exit_status == 0
     assert report.restore is not None
     assert report.restore.ok
     assert "reverted to the content of version 1" in report.restore.message
     data = json.loads(to_json(report))
-    assert data["counts"]["pass"] == 65
+    assert data["counts"]["pass"] == 66
     assert ET.fromstring(to_junit_xml(report)).tag == "testsuites"
+
+
+async def test_the_emulator_in_409_mode_passes_the_oc_checks_and_oc01_says_409() -> None:
+    async with emulator_target(stale_version_error="conflict") as target:
+        report = await run_conformance(target, select=["OC"], pacer=NoPacing())
+    assert [(r.check.id, r.outcome) for r in report.results if r.outcome is not Outcome.PASS] == []
+    assert report.result("OC01").message == (
+        "stale version refused with 409 ConflictException (as the API reference documents)"
+    )
+    assert "409 ConflictException" in report.result("OC02").message
+    assert "x 409 ConflictException" in report.result("OC03").message
 
 
 async def test_read_only_run_changes_nothing_on_the_emulator() -> None:
@@ -76,7 +91,7 @@ async def test_read_only_run_changes_nothing_on_the_emulator() -> None:
     skipped = {r.check.id for r in report.results if r.outcome is Outcome.SKIP}
     writes = {r.check.id for r in report.results if r.check.writes}
     assert skipped == writes
-    assert len(writes) == 16
+    assert len(writes) == 17
     assert all(r.outcome is Outcome.PASS for r in report.results if not r.check.writes)
     assert report.restore is not None
     assert report.restore.message == "unchanged: still version 1"
@@ -202,7 +217,7 @@ def test_cli_lists_the_checks(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["conformance", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 65
+    assert len(lines) == 66
     assert lines[0].startswith("RV01  MUST")
     assert lines[-1].startswith("RB09  SHOULD")
 

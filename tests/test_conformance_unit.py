@@ -42,10 +42,10 @@ DS, IS = "a" * 32, "b" * 32
 PATH = f"/datastore/{DS}/imageSet/{IS}/updateImageSetMetadata"
 GOOD = json.dumps({"DICOMUpdates": {"updatableAttributes": "e30="}}).encode()
 
-CHECKLIST = {"RV": 17, "SR": 8, "ER": 7, "OC": 6, "VS": 5, "AU": 6, "PD": 7, "RB": 9}
+CHECKLIST = {"RV": 17, "SR": 8, "ER": 7, "OC": 7, "VS": 5, "AU": 6, "PD": 7, "RB": 9}
 SHOULD = {
-    "RV12", "RV15", "SR05", "SR07", "ER06", "OC05", "VS05", "AU04", "AU05", "PD02", "PD03", "PD05", "PD07",
-    "RB06", "RB07", "RB09",
+    "RV12", "RV15", "SR05", "SR07", "ER06", "OC05", "OC07", "VS05", "AU04", "AU05", "PD02", "PD03", "PD05",
+    "PD07", "RB06", "RB07", "RB09",
 }  # fmt: skip
 
 
@@ -72,8 +72,8 @@ def test_selection_by_id_and_group_and_skip() -> None:
     assert {c.id for c in select_checks(["AU"])} == {f"AU0{n}" for n in range(1, 7)}
     assert [c.id for c in select_checks(["rv01, SR02"])] == ["RV01", "SR02"]
     chosen = {c.id for c in select_checks(["OC"], ["OC03", "OC04"])}
-    assert chosen == {"OC01", "OC02", "OC05", "OC06"}
-    assert len(select_checks([], ["RB"])) == 65 - 9
+    assert chosen == {"OC01", "OC02", "OC05", "OC06", "OC07"}
+    assert len(select_checks([], ["RB"])) == 66 - 9
     with pytest.raises(ValueError, match="unknown check or group 'XX99'"):
         select_checks(["XX99"])
 

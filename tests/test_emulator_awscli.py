@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from async_hi.emulator import EmulatorThread
 
 
@@ -88,8 +90,12 @@ def test_aws_cli_round_trip(emulator_thread: EmulatorThread, tmp_path: Path) -> 
     assert [v["versionId"] for v in versions] == ["3", "2", "1"]
 
 
-def test_aws_cli_reports_a_conflict(emulator_thread: EmulatorThread) -> None:
+@pytest.mark.parametrize(
+    ("mode", "code"), [("not-found", "ResourceNotFoundException"), ("conflict", "ConflictException")]
+)
+def test_aws_cli_reports_a_stale_version(emulator_thread: EmulatorThread, mode: str, code: str) -> None:
     emu = emulator_thread
+    emu.call(lambda: emu.emulator.reconfigure(stale_version_error=mode))
     seeded = emu.call(lambda: emu.emulator.seed(1))
     ids = ["--datastore-id", seeded.datastore_id, "--image-set-id", seeded.image_set_ids[0]]
     r = aws(
@@ -103,7 +109,8 @@ def test_aws_cli_reports_a_conflict(emulator_thread: EmulatorThread) -> None:
         check=False,
     )
     assert r.returncode != 0
-    assert "ConflictException" in r.stderr
+    assert code in r.stderr
+    assert "Requested version(s) of ImageSet(s) is not the latest." in r.stderr
 
 
 def test_without_disabling_the_host_prefix_the_cli_cannot_connect(emulator_thread: EmulatorThread) -> None:

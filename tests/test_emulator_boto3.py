@@ -104,12 +104,15 @@ def test_list_versions_pages_with_paginator(emulator_thread: EmulatorThread) -> 
     assert ids == ["6", "5", "4", "3", "2", "1"]
 
 
-def test_modeled_errors_raise_modeled_exceptions(emulator_thread: EmulatorThread) -> None:
+@pytest.mark.parametrize("mode", ["not-found", "conflict"])
+def test_modeled_errors_raise_modeled_exceptions(emulator_thread: EmulatorThread, mode: str) -> None:
     emu = emulator_thread
+    emu.call(lambda: emu.emulator.reconfigure(stale_version_error=mode))
     seeded = emu.call(lambda: emu.emulator.seed(1))
     d, i = seeded.datastore_id, seeded.image_set_ids[0]
     c = client(emu)
-    with pytest.raises(c.exceptions.ConflictException):
+    stale = c.exceptions.ResourceNotFoundException if mode == "not-found" else c.exceptions.ConflictException
+    with pytest.raises(stale, match="is not the latest"):
         c.update_image_set_metadata(
             datastoreId=d, imageSetId=i, latestVersionId="7", updateImageSetMetadataUpdates=study_update("X")
         )

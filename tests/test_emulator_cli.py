@@ -28,6 +28,8 @@ def test_emulator_command_serves_until_interrupted() -> None:
         "UpdateImageSetMetadata=4/1",
         "--lock-seconds",
         "0.01",
+        "--stale-version-error",
+        "conflict",
     ]
     with subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -55,6 +57,20 @@ def _exercise(proc: subprocess.Popen[str]) -> int:
         r = httpx.post(url, headers=headers, timeout=10)
         assert r.status_code == 200
         assert r.json()["versionId"] == "1"
+        # --stale-version-error conflict: a stale version gets the documented 409, not the real 404
+        url = f"{info['endpoint_url']}/{image_set}/updateImageSetMetadata?latestVersion=5"
+        body = json.dumps({"revertToVersionId": "1"}).encode()
+        headers = sign_headers(
+            "POST",
+            url,
+            body=body,
+            headers={"Content-Type": "application/json"},
+            access_key_id=info["aws_access_key_id"],
+            secret_access_key=info["aws_secret_access_key"],
+            region=info["region"],
+        )
+        r = httpx.post(url, content=body, headers=headers, timeout=10)
+        assert (r.status_code, r.headers["x-amzn-ErrorType"]) == (409, "ConflictException")
     finally:
         proc.send_signal(signal.SIGINT)
     return proc.wait(timeout=30)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from async_hi.contract import NOT_CONSISTENT_MESSAGE, STALE_VERSION_MESSAGE
 from async_hi.emulator._seed import synthetic_metadata
 from async_hi.emulator._store import ApiError, Store
 
@@ -195,3 +196,78 @@ def test_private_tag_needs_force_and_a_vr(store: Store, clock: FakeClock) -> Non
     stored = store.image_set(d, i).latest.metadata["Study"]["Series"][s]["Instances"][inst]
     assert stored["DICOM"]["00091001"] == "V"
     assert stored["DICOMVRs"]["00091001"] == "LO"
+
+
+# -- the real service's answers: stale version (E1), "not consistent yet" (E2) -----------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"), [("not-found", "ResourceNotFoundException"), ("conflict", "ConflictException")]
+)
+def test_a_stale_or_future_version_is_refused_by_mode_even_while_locked(
+    clock: FakeClock, mode: str, code: str
+) -> None:
+    store = Store(lock_seconds=5.0, clock=clock, stale_version_error=mode)  # type: ignore[arg-type]
+    d, i = seeded(store)
+    store.update(d, i, latest_version=1, updatable=STUDY)
+    for stale in (1, 3):  # behind and ahead of the latest (2, still LOCKED)
+        with pytest.raises(ApiError) as info:
+            store.update(d, i, latest_version=stale, updatable=STUDY)
+        assert (info.value.code, info.value.message) == (code, STALE_VERSION_MESSAGE)
+    with pytest.raises(ApiError) as info:  # the latest version, but LOCKED: 409 in both modes
+        store.update(d, i, latest_version=2, updatable=STUDY)
+    assert info.value.code == "ConflictException"
+    assert "LOCKED" in info.value.message
+    assert [v.version_id for v in store.image_set(d, i).versions] == [1, 2]
+
+
+def test_metadata_of_a_version_being_applied_is_not_consistent_yet(store: Store, clock: FakeClock) -> None:
+    d, i = seeded(store)
+    before = store.metadata(d, i)
+    store.update(d, i, latest_version=1, updatable=STUDY)
+    for version in (None, 2):  # the latest, and the version by number
+        with pytest.raises(ApiError) as info:
+            store.metadata(d, i, version)
+        assert (info.value.code, info.value.message) == ("ConflictException", NOT_CONSISTENT_MESSAGE)
+    assert store.metadata(d, i, 1) == before  # an applied version reads as ever
+    clock.now += 5.0
+    assert store.metadata(d, i)["Study"]["DICOM"]["StudyDescription"] == "NEW"
+    assert store.metadata(d, i, 2) == store.metadata(d, i)
+
+
+def test_not_consistent_yet_can_outlast_the_lock_be_shorter_or_be_off(clock: FakeClock) -> None:
+    longer = Store(lock_seconds=1.0, clock=clock, not_consistent_seconds=3.0)
+    d, i = seeded(longer)
+    longer.update(d, i, latest_version=1, updatable=STUDY)
+    clock.now += 2.0
+    assert longer.image_set(d, i).state == "ACTIVE"  # applied ...
+    with pytest.raises(ApiError):  # ... yet its metadata is not consistent yet (as after an import)
+        longer.metadata(d, i)
+    clock.now += 1.0
+    assert longer.metadata(d, i)["Study"]["DICOM"]["StudyDescription"] == "NEW"
+
+    shorter = Store(lock_seconds=5.0, clock=clock, not_consistent_seconds=1.0)
+    d, i = seeded(shorter)
+    old = shorter.metadata(d, i)
+    shorter.update(d, i, latest_version=1, updatable=STUDY)
+    with pytest.raises(ApiError):
+        shorter.metadata(d, i)
+    clock.now += 1.0  # still LOCKED, no longer 409: the content the version replaces
+    assert shorter.image_set(d, i).state == "LOCKED"
+    assert shorter.metadata(d, i) == old
+    assert shorter.metadata(d, i, 2) == old
+
+    off = Store(lock_seconds=5.0, clock=clock, not_consistent_reads=False)
+    d, i = seeded(off)
+    old = off.metadata(d, i)
+    off.update(d, i, latest_version=1, updatable=STUDY)
+    assert off.metadata(d, i) == old
+    assert off.metadata(d, i, 2) == old
+
+
+@pytest.mark.parametrize(
+    "bad", [{"stale_version_error": "gone"}, {"not_consistent_seconds": -1.0}, {"lock_seconds": -1.0}]
+)
+def test_store_options_are_validated(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Store(**bad)

@@ -152,16 +152,25 @@ async def test_revert_to_missing_version_is_400(raw: RawClient, one: tuple[str, 
 # -- OC: optimistic concurrency -----------------------------------------------
 
 
-async def test_stale_and_future_versions_conflict(
-    raw: RawClient, emulator: Emulator, one: tuple[str, str]
+#: the emulator's answer to a stale latestVersion, per --stale-version-error mode: the real
+#: service's 404 (evidence E1) by default, the API reference's 409 on request
+STALE = {"not-found": (404, "ResourceNotFoundException"), "conflict": (409, "ConflictException")}
+
+
+@pytest.mark.parametrize("mode", list(STALE))
+async def test_stale_and_future_versions_are_refused(
+    raw: RawClient, emulator: Emulator, one: tuple[str, str], mode: str
 ) -> None:
+    emulator.reconfigure(stale_version_error=mode)
     d, i = one
     url = raw.url(d, i, "updateImageSetMetadata", "latestVersion=1")
     assert (await raw.send(url, STUDY_UPDATE)).status_code == 200
     await asyncio.sleep(0.05)  # past the 20 ms LOCKED window
-    assert_error(await raw.send(url, STUDY_UPDATE), 409, "ConflictException")  # OC01
+    r = await raw.send(url, STUDY_UPDATE)
+    assert_error(r, *STALE[mode])  # OC01
+    assert r.json()["message"] == "Requested version(s) of ImageSet(s) is not the latest."
     future = raw.url(d, i, "updateImageSetMetadata", "latestVersion=7")
-    assert_error(await raw.send(future, STUDY_UPDATE), 409, "ConflictException")  # OC02
+    assert_error(await raw.send(future, STUDY_UPDATE), *STALE[mode])  # OC02
     assert await versions(emulator, d, i) == ["1", "2"]  # OC06
 
 
@@ -177,7 +186,9 @@ async def test_write_while_locked_conflicts(raw: RawClient, one: tuple[str, str]
     assert (state["imageSetState"], state["imageSetWorkflowStatus"]) == ("LOCKED", "UPDATING")
 
 
-async def test_parallel_updates_same_version_exactly_one_wins(emulator: Emulator) -> None:  # OC03
+@pytest.mark.parametrize("mode", list(STALE))
+async def test_parallel_updates_same_version_exactly_one_wins(emulator: Emulator, mode: str) -> None:  # OC03
+    emulator.reconfigure(stale_version_error=mode)
     seeded = emulator.seed(1)
     d, i = seeded.datastore_id, seeded.image_set_ids[0]
     clients = [RawClient(emulator) for _ in range(4)]
@@ -189,7 +200,8 @@ async def test_parallel_updates_same_version_exactly_one_wins(emulator: Emulator
             await c.aclose()
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) == 1
-    assert set(statuses) == {200, 409}
+    # the losers name version 1 while 2 is the latest: refused as stale (checked before the lock)
+    assert set(statuses) == {200, STALE[mode][0]}
     assert [v["versionId"] for v in emulator.history(d, i)] == ["1", "2"]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import async_hi
 from async_hi import (
+    ConflictError,
     ConnectError,
     FakeClock,
     HealthImagingError,
@@ -22,6 +23,7 @@ from async_hi import (
 )
 from async_hi._errors import error_class, map_error, retry_after_seconds
 from async_hi._events import Event, Retrying
+from async_hi._retry import retries_until
 from async_hi.contract import error_codes, error_status
 from tests.fakes import fast_caller
 
@@ -190,3 +192,48 @@ async def test_a_failing_event_hook_never_breaks_a_call(caplog: pytest.LogCaptur
     rec.emit(RequestFinished("GetImageSet", None, "ok", 200, 0.1))
     assert rec.snapshot({})["GetImageSet"].calls == 1
     assert "on_event hook raised" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_reads_retry_409_not_consistent_yet_with_backoff() -> None:
+    # E2: GetImageSetMetadata answers 409 "not consistent yet" right after an update; a read has
+    # no version precondition, so a 409 on it only means "not ready": retried, with backoff
+    clock = FakeClock()
+    events: list[Event] = []
+    caller = fast_caller(clock, events=events)
+    answers = 3
+
+    async def fn() -> str:
+        nonlocal answers
+        if answers:
+            answers -= 1
+            raise ConflictError(code="ConflictException", status=409, operation="GetImageSetMetadata")
+        return "doc"
+
+    async with clock.autojump():
+        assert await caller.with_retries("GetImageSetMetadata", None, fn) == "doc"
+    retries = [e for e in events if isinstance(e, Retrying)]
+    assert [e.reason for e in retries] == ["ConflictException"] * 3
+    assert all(e.delay >= 0 for e in retries)
+    assert sum(e.delay for e in retries) > 0  # backed off, not hammered
+    assert caller.recorder.snapshot({})["GetImageSetMetadata"].conflicts == 3
+
+
+@pytest.mark.anyio
+async def test_retries_until_bounds_read_retries_by_an_absolute_time() -> None:
+    clock = FakeClock()
+    caller = fast_caller(clock, policy=RetryPolicy(max_attempts=1000, deadline=1000.0, max_delay=1.0))
+
+    async def never() -> None:
+        raise ConflictError(code="ConflictException", status=409, operation="GetImageSetMetadata")
+
+    async with clock.autojump():
+        with retries_until(clock.now() + 5.0), pytest.raises(ConflictError):
+            await caller.with_retries("GetImageSetMetadata", None, never)
+        assert 5.0 <= clock.now() <= 6.5
+        # nested: the earlier bound wins, and the outer one is back afterwards
+        start = clock.now()
+        with retries_until(start + 10.0):
+            with retries_until(start + 100.0), pytest.raises(ConflictError):
+                await caller.with_retries("GetImageSetMetadata", None, never)
+            assert clock.now() - start <= 11.5

@@ -40,6 +40,13 @@ def add_parser(sub: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--endpoint", metavar="URL", help="the HealthImaging runtime endpoint to check")
     where.add_argument("--emulator", action="store_true", help="start our emulator in-process and check it")
+    p.add_argument(
+        "--stale-version-error",
+        choices=("not-found", "conflict"),
+        default="not-found",
+        help="with --emulator: its answer to a stale latestVersion (404 as the real service, default; "
+        "or 409 as the API reference documents)",
+    )
     p.add_argument("--region", help="signing region (default: AWS_REGION / the profile's region)")
     p.add_argument("--profile", help="AWS profile for credentials and region")
     p.add_argument("--access-key-id", help="default: AWS_ACCESS_KEY_ID or the profile")
@@ -154,7 +161,7 @@ async def _main(args: argparse.Namespace) -> Any:
         "pacer": NoPacing() if args.no_pacing else None,
     }
     if args.emulator:
-        async with emulator_target() as target:
+        async with emulator_target(stale_version_error=args.stale_version_error) as target:
             return await run_conformance(target, **kwargs)
     return await run_conformance(_target(args), **kwargs)
 

@@ -50,6 +50,27 @@ def add_parser(sub: Any) -> None:
         default=2.0,
         help="how long an accepted update keeps the image set LOCKED (default 2)",
     )
+    p.add_argument(
+        "--stale-version-error",
+        choices=("not-found", "conflict"),
+        default="not-found",
+        help="how a stale latestVersion is refused: 404 ResourceNotFoundException 'not the latest' "
+        "as the real service answers (default), or 409 ConflictException as the API reference documents",
+    )
+    p.add_argument(
+        "--no-not-consistent-reads",
+        dest="not_consistent_reads",
+        action="store_false",
+        help="GetImageSetMetadata of a version being applied answers 200 with the previous content "
+        "instead of the real service's 409 'not consistent yet'",
+    )
+    p.add_argument(
+        "--not-consistent-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="answer that 409 for S seconds after an accepted update (default: the LOCKED window)",
+    )
     p.add_argument("--no-sigv4", action="store_true", help="accept unsigned requests")
     p.add_argument("--no-throttle", action="store_true", help="turn the per-operation quotas off")
     p.add_argument(
@@ -111,6 +132,9 @@ async def _serve(args: argparse.Namespace) -> int:
         lock_seconds=args.lock_seconds,
         verify_sigv4=not args.no_sigv4,
         quotas=quotas,
+        stale_version_error=args.stale_version_error,
+        not_consistent_reads=args.not_consistent_reads,
+        not_consistent_seconds=args.not_consistent_seconds,
         faults=FaultConfig(
             seed=args.fault_seed,
             error_rate=args.error_rate,
@@ -163,7 +187,8 @@ async def _serve(args: argparse.Namespace) -> int:
             print(f"  AWS_SECRET_ACCESS_KEY={emu.secret_access_key}")
             print(
                 f"  SigV4 {'off' if args.no_sigv4 else 'verified'}; "
-                f"quotas {'off' if quotas is None else 'on'}; LOCKED window {args.lock_seconds}s"
+                f"quotas {'off' if quotas is None else 'on'}; LOCKED window {args.lock_seconds}s; "
+                f"stale version -> {'404' if args.stale_version_error == 'not-found' else '409'}"
             )
             if report is not None:
                 print("  DICOM import: " + "\n    ".join(report.lines()))

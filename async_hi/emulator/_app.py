@@ -65,13 +65,20 @@ class State:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.store = Store(lock_seconds=config.lock_seconds)
+        self._configure_store(config)
         self.throttle = Throttle(config.quotas or {})
         self.faults = FaultInjector(config.faults)
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=200_000)
 
+    def _configure_store(self, config: EmulatorConfig) -> None:
+        self.store.lock_seconds = config.lock_seconds
+        self.store.stale_version_error = config.stale_version_error
+        self.store.not_consistent_reads = config.not_consistent_reads
+        self.store.not_consistent_seconds = config.not_consistent_seconds
+
     def reconfigure(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.store.lock_seconds = config.lock_seconds
+        self._configure_store(config)
         self.throttle = Throttle(config.quotas or {})
         self.faults = FaultInjector(config.faults)
 
@@ -272,15 +279,10 @@ async def _get_image_set(
 async def _get_metadata(
     state: State, request: web.Request, p: dict[str, Any], body: bytes, rid: str
 ) -> web.Response:
-    image_set = state.store.image_set(p["datastoreId"], p["imageSetId"])
     version = p.get("versionId")
-    if version is None:
-        doc = image_set.applied_metadata()
-    else:
-        v = image_set.version(int(version))
-        if v.workflow_status in ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY"):
-            raise ApiError("ConflictException", f"version {v.version_id} is still being applied")
-        doc = v.metadata
+    doc = state.store.metadata(
+        p["datastoreId"], p["imageSetId"], int(version) if version is not None else None
+    )
     blob = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), compresslevel=5)
     return web.Response(
         body=blob,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from async_hi.contract import DEFAULT_QUOTAS, Quota
 from async_hi.emulator._faults import FaultConfig
+from async_hi.emulator._store import StaleVersionError
 
 __all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_SECRET_ACCESS_KEY", "EmulatorConfig"]
 
@@ -30,6 +31,18 @@ class EmulatorConfig:
         quotas: per-operation quotas answered with 429; None turns throttling off.
         faults: seeded fault injection (off by default).
         max_body_bytes: larger request bodies get 413 without being read.
+        stale_version_error: how a write whose ``latestVersion`` is not the
+            latest is refused: ``"not-found"`` (default: 404
+            ResourceNotFoundException "Requested version(s) of ImageSet(s) is
+            not the latest.", what the real service answers, evidence E1) or
+            ``"conflict"`` (409 ConflictException, what the API reference documents).
+        not_consistent_reads: GetImageSetMetadata of a version being applied
+            answers 409 ConflictException "Requested ImageSet metadata is not
+            consistent yet. Please retry after a few seconds." (evidence E2; on
+            by default). Off: 200 with the content the version replaces.
+        not_consistent_seconds: how long after an accepted update that 409 is
+            answered; None (default): the LOCKED window. Longer keeps answering
+            it after the image set is ACTIVE again. **(our choice)**
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +57,9 @@ class EmulatorConfig:
     quotas: Mapping[str, Quota] | None = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     faults: FaultConfig = field(default_factory=FaultConfig)
     max_body_bytes: int = 1024 * 1024
+    stale_version_error: StaleVersionError = "not-found"
+    not_consistent_reads: bool = True
+    not_consistent_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -53,6 +69,16 @@ class EmulatorConfig:
         if self.max_body_bytes < 64 * 1024:
             raise ValueError(
                 "EmulatorConfig.max_body_bytes must be at least 65536 (an update body can be ~40 KB)"
+            )
+        if self.stale_version_error not in ("not-found", "conflict"):
+            raise ValueError(
+                "EmulatorConfig.stale_version_error must be 'not-found' or 'conflict', "
+                f"got {self.stale_version_error!r}"
+            )
+        if self.not_consistent_seconds is not None and not self.not_consistent_seconds >= 0:
+            raise ValueError(
+                "EmulatorConfig.not_consistent_seconds must be >= 0 or None, "
+                f"got {self.not_consistent_seconds!r}"
             )
         if self.verify_sigv4 and not self.credentials:
             raise ValueError("EmulatorConfig.credentials must not be empty while verify_sigv4 is on")

@@ -15,11 +15,18 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from async_hi.contract import NOT_CONSISTENT_MESSAGE, STALE_VERSION_MESSAGE
 from async_hi.document import apply_update, check_document
 
-__all__ = ["ApiError", "Datastore", "ImageSet", "Store", "Version"]
+__all__ = ["ApiError", "Datastore", "ImageSet", "StaleVersionError", "Store", "Version"]
+
+#: How a stale ``latestVersion`` is refused: "not-found" (404 ResourceNotFoundException, what the
+#: real service answers, E1) or "conflict" (409 ConflictException, what the API reference documents).
+StaleVersionError = Literal["not-found", "conflict"]
+_STALE_CODES = {"not-found": "ResourceNotFoundException", "conflict": "ConflictException"}
+_APPLYING = ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY")
 
 
 class ApiError(Exception):
@@ -46,6 +53,8 @@ class Version:
     origin: str = "update"
     #: request digest (sha256 of the body and query), for the history API
     request_digest: str | None = None
+    #: until then (store clock) GetImageSetMetadata of this version answers the E2 409
+    consistent_at: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -78,7 +87,7 @@ class ImageSet:
     def applied_metadata(self) -> dict[str, Any]:
         """The metadata of the newest version whose apply has completed."""
         for v in reversed(self.versions):
-            if v.workflow_status not in ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY"):
+            if v.workflow_status not in _APPLYING:
                 return v.metadata
         return self.versions[0].metadata
 
@@ -114,13 +123,41 @@ class Store:
         lock_seconds: how long an accepted update keeps the image set LOCKED
             before its apply completes (the real service takes seconds).
         clock: wall-clock seconds (epoch); injectable for tests.
+        stale_version_error: how a write naming a version that is not the
+            latest is refused: ``"not-found"`` (404, the real service, E1) or
+            ``"conflict"`` (409, the API reference).
+        not_consistent_reads: GetImageSetMetadata of a version being applied
+            (the latest, or named) answers 409 "not consistent yet" (E2); off,
+            it answers 200 with the content the version replaces.
+        not_consistent_seconds: how long after an accepted update that 409 is
+            answered; None: until the apply completes (the LOCKED window). A
+            value above ``lock_seconds`` keeps answering it after the image set
+            is ACTIVE again, as the real service does right after an import
+            (E2's first source). **(our choice: the real length is unknown)**
     """
 
-    def __init__(self, *, lock_seconds: float = 0.2, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        lock_seconds: float = 0.2,
+        clock: Callable[[], float] = time.time,
+        stale_version_error: StaleVersionError = "not-found",
+        not_consistent_reads: bool = True,
+        not_consistent_seconds: float | None = None,
+    ) -> None:
         if lock_seconds < 0:
             raise ValueError(f"lock_seconds must be >= 0, got {lock_seconds!r}")
+        if stale_version_error not in _STALE_CODES:
+            raise ValueError(
+                f"stale_version_error must be 'not-found' or 'conflict', got {stale_version_error!r}"
+            )
+        if not_consistent_seconds is not None and not_consistent_seconds < 0:
+            raise ValueError(f"not_consistent_seconds must be >= 0 or None, got {not_consistent_seconds!r}")
         self.lock_seconds = lock_seconds
         self.clock = clock
+        self.stale_version_error: StaleVersionError = stale_version_error
+        self.not_consistent_reads = not_consistent_reads
+        self.not_consistent_seconds = not_consistent_seconds
         self.datastores: dict[str, Datastore] = {}
 
     # -- seeding -------------------------------------------------------------
@@ -217,6 +254,25 @@ class Store:
         image_set.pending_metadata = None
         image_set.pending_failure = None
 
+    def metadata(self, datastore_id: str, image_set_id: str, version_id: int | None = None) -> dict[str, Any]:
+        """GetImageSetMetadata: the document of ``version_id`` (None: the latest).
+
+        A version still being applied (or, with ``not_consistent_seconds``, applied
+        a moment ago) answers the E2 409 when ``not_consistent_reads`` is on;
+        otherwise it shows the content it replaces.
+
+        Raises:
+            ApiError: ResourceNotFoundException (no such image set or version),
+                ConflictException "not consistent yet".
+        """
+        image_set = self.image_set(datastore_id, image_set_id)
+        v = image_set.version(version_id)
+        if self.not_consistent_reads and v.consistent_at is not None and self.clock() < v.consistent_at:
+            raise ApiError("ConflictException", NOT_CONSISTENT_MESSAGE)
+        if version_id is None and v.workflow_status in _APPLYING:
+            return image_set.applied_metadata()
+        return v.metadata
+
     def study_image_sets(self, image_set: ImageSet) -> list[ImageSet]:
         """The other primary image sets of the same datastore and StudyInstanceUID."""
         uid = image_set.study_uid()
@@ -247,19 +303,24 @@ class Store:
     ) -> ImageSet:
         """UpdateImageSetMetadata: check, then create the next version, LOCKED until applied.
 
+        The checks, in order: the image set exists, is not DELETED, ``latest_version``
+        is its latest version (else the E1 answer, also while LOCKED: the request's
+        precondition fails whatever the lock, **our choice of order**), it is not
+        LOCKED (409, our choice of code), the update is valid.
+
         Raises:
-            ApiError: ResourceNotFoundException, ConflictException (stale
-                version, LOCKED, DELETED) or ValidationException; a refused
-                write changes nothing.
+            ApiError: ResourceNotFoundException (no such image set; with
+                ``stale_version_error="not-found"`` also a stale version),
+                ConflictException (stale version in "conflict" mode, LOCKED,
+                DELETED) or ValidationException; a refused write changes nothing.
         """
         image_set = self.image_set(datastore_id, image_set_id)
-        self._check_writable(image_set)
+        if image_set.deleted:
+            raise ApiError("ConflictException", "image set is DELETED")
         current = image_set.latest.version_id
         if latest_version != current:
-            raise ApiError(
-                "ConflictException",
-                f"latestVersion {latest_version} is not the current version of the image set",
-            )
+            raise ApiError(_STALE_CODES[self.stale_version_error], STALE_VERSION_MESSAGE)
+        self._check_writable(image_set)
         targets = [image_set]
         if include_study:
             if revert_to is not None:
@@ -290,6 +351,7 @@ class Store:
                     raise ApiError("ValidationException", "; ".join(problems))
                 new_docs.append(apply_update(base, updatable, removable))
         now = self.clock()
+        window = self.lock_seconds if self.not_consistent_seconds is None else self.not_consistent_seconds
         for i, (target, doc) in enumerate(zip(targets, new_docs, strict=True)):
             doc["DatastoreID"] = target.datastore_id
             doc["ImageSetID"] = target.image_set_id
@@ -307,6 +369,7 @@ class Store:
                     if revert_to is not None
                     else ("update" if i == 0 else "study-consistency"),
                     request_digest=request_digest,
+                    consistent_at=now + window,
                 )
             )
             target.pending_metadata = doc
