@@ -328,6 +328,7 @@ class HealthImagingClient:
         *,
         wait: bool = False,
         rebase: Rebase | None = None,
+        version_hint: str | None = None,
     ) -> UpdateResult:
         """UpdateImageSetMetadata, rate limited, retried and conflict-resolved.
 
@@ -341,6 +342,9 @@ class HealthImagingClient:
             rebase: ``rebase(fresh_metadata, update)`` when the version moved:
                 return the update to send now, or None to drop it. Without it the
                 update is resent unchanged at the new version.
+            version_hint: a version believed current (``update_many`` passes the version
+                its own last write created): written at without a GetImageSet first.
+                Only a hint: a stale refusal costs one read and takes the normal path.
 
         Raises:
             ValidationError and other ServiceError: refused by the service.
@@ -354,7 +358,9 @@ class HealthImagingClient:
         self._write_locks[key] = (lock, users + 1)
         try:
             async with lock:
-                return await resolve_update(update, ops=self, caller=self._caller, rebase=rebase, wait=wait)
+                return await resolve_update(
+                    update, ops=self, caller=self._caller, rebase=rebase, wait=wait, version_hint=version_hint
+                )
         finally:
             lock, users = self._write_locks[key]
             if users <= 1:

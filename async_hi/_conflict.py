@@ -223,6 +223,7 @@ async def resolve_update(
     caller: Caller,
     rebase: Rebase | None = None,
     wait: bool = False,
+    version_hint: str | None = None,
 ) -> UpdateResult:
     """Write ``update`` and bring it to an end (see the module docstring).
 
@@ -232,6 +233,10 @@ async def resolve_update(
         caller: limiter, clock, counters, policy and jitter source.
         rebase: recompute the update when the version moved (None: resend it unchanged).
         wait: poll until the new version is UPDATED or UPDATE_FAILED.
+        version_hint: a version the caller believes current (the bulk runner knows the
+            version its own last write created): the first write goes at it without
+            reading first. A hint, not a precondition: a stale refusal leads to a read
+            and the normal path. Ignored when the update pins another ``latest_version_id``.
 
     Raises:
         InvalidUpdateError, ValidationError, ...: the service or our checks refused the update.
@@ -240,6 +245,8 @@ async def resolve_update(
         OutcomeUnknownError: a budget ran out while an earlier write's fate was unknown.
     """
     d, i = update.datastore_id, update.image_set_id
+    if version_hint is not None and not (isinstance(version_hint, str) and version_hint.isdecimal()):
+        raise ValueError(f"version_hint must be a decimal string, got {version_hint!r}")
     budget = Budget(d, i, caller.policy, caller.clock)
     current = update
     # read before the first write, even when the caller gave a version (unless the policy says not
@@ -247,6 +254,8 @@ async def resolve_update(
     # retried without a 409
     computed_at = update.latest_version_id
     base: str | None = None if caller.policy.read_before_write else computed_at
+    if version_hint is not None and computed_at in (None, version_hint):
+        base = version_hint
     outcome: UpdateOutcome = "applied"
     conflict_at: str | None = None
     try:
