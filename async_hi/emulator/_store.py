@@ -273,6 +273,31 @@ class Store:
             return image_set.applied_metadata()
         return v.metadata
 
+    def settle_all(self, image_set_ids: frozenset[str] | None = None) -> int:
+        """End every open apply window now, as if its time had come (tests need no sleeps).
+
+        Args:
+            image_set_ids: only these image sets; all when None.
+
+        Returns:
+            How many applies were finished.
+        """
+        done = 0
+        now = self.clock()
+        for ds in self.datastores.values():
+            for image_set in ds.image_sets.values():
+                if image_set_ids is not None and image_set.image_set_id not in image_set_ids:
+                    continue
+                for v in image_set.versions:  # E2's "not consistent yet" ends with the apply
+                    if v.consistent_at is not None:
+                        v.consistent_at = min(v.consistent_at, now)
+                if image_set.locked_until is None:
+                    continue
+                image_set.locked_until = min(image_set.locked_until, now)
+                self.settle(image_set)
+                done += 1
+        return done
+
     def study_image_sets(self, image_set: ImageSet) -> list[ImageSet]:
         """The other primary image sets of the same datastore and StudyInstanceUID."""
         uid = image_set.study_uid()
