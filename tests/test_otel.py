@@ -101,7 +101,12 @@ async def test_spans_and_metrics_of_a_run_with_conflicts_and_throttles(emulator:
     seeded = emulator.seed(1)
     d, i = seeded.datastore_id, seeded.image_set_ids[0]
     # seed 3: the 1st and 4th update requests draw a 429, then about 3 in 10
-    emulator.reconfigure(faults=FaultConfig(seed=3, throttle_rate=0.3, operations=frozenset({UPD})))
+    # stale versions answered 409 (not the real service's default 404, evidence E1): this test counts
+    # conflicts as 409s on the wire
+    emulator.reconfigure(
+        stale_version_error="conflict",
+        faults=FaultConfig(seed=3, throttle_rate=0.3, operations=frozenset({UPD})),
+    )
     tel = Telemetry()
     heard: list[list[Event]] = [[], [], []]
     clients = [tel.client(emulator, retry=PINNED, on_event=heard[n].append) for n in range(3)]
