@@ -35,7 +35,7 @@ MODES = ["not-found", "conflict"]
 @pytest.mark.parametrize("coalesce", [False, True], ids=["one-call-each", "coalescing"])
 async def test_every_update_lands_exactly_once_under_faults(coalesce: bool, mode: str) -> None:
     faults = FaultConfig(seed=11 if coalesce else 7, **FAULTS)
-    sets = 40 if mode == "not-found" else 20  # the documented 409 mode at half size: time is precious
+    sets = 40  # smaller, and a run may draw no "lost" fault at all (the draws follow the interleaving)
     async with Emulator(lock_seconds=0.01, quotas=None, faults=faults, stale_version_error=mode) as emu:
         seeded = emu.seed(sets, series=1, instances=1)
         updates = soak_updates(seeded.datastore_id, seeded.image_set_ids, per_set=4)
