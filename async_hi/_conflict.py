@@ -10,7 +10,9 @@ The loop (:func:`resolve_update`):
    ``rebase`` function, call it with the fresh metadata: it returns the
    update to send now, or None to drop it.
 3. Take the UpdateImageSetMetadata token and write (one attempt, botocore's
-   retries off, so the limiter sees every attempt).
+   retries off, so the limiter sees every attempt). A removal given without a
+   value is first given the stored one (GetImageSetMetadata): the service
+   removes only what names its current value (E4).
 4. 429: the limiter cuts the rate and paces the retry, same version.
    Connect failure: nothing was sent; back off, same version.
    409: read again (step 1). Other 4xx: raise the typed error.
@@ -350,6 +352,9 @@ async def _resolve(
                 raise budget.fail(RetriesExhaustedError, "write attempts exhausted")
             budget.attempts += 1
             sent_at, sending = base, current
+            if current.needs_removal_values():
+                # E4: the service removes an attribute only when the removal names its stored value
+                sending = current.with_removal_values(await ops.get_image_set_metadata(d, i))
             try:
                 response = await caller.once(UPDATE, i, lambda: ops.send_update(sending, sent_at))  # noqa: B023 (awaited at once)
             except ThrottlingError as exc:

@@ -12,6 +12,7 @@ construct a ``MetadataUpdate`` from documents you already have.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -159,6 +160,28 @@ class MetadataUpdate:
             dicom["removableAttributes"] = self._blobs["removable"]
         return {"DICOMUpdates": dicom}
 
+    def needs_removal_values(self) -> bool:
+        """Whether a removal names no value (``""``): see :meth:`with_removal_values`."""
+        return self.removable is not None and _has_placeholder(self.removable)
+
+    def with_removal_values(self, metadata: Mapping[str, Any]) -> MetadataUpdate:
+        """This update with every removal that names no value (``""``) given the stored one.
+
+        The service removes an attribute only when the removal names its current
+        value ("Attribute key and value must match the existing attribute.",
+        evidence E4). A removal given without a value is filled in from
+        ``metadata`` (the image set as read just before the write); one whose
+        attribute is not there any more is left out (nothing to remove). Values
+        the caller gave are kept: such a removal is conditional.
+
+        Args:
+            metadata: the current metadata document of the image set.
+        """
+        if not self.needs_removal_values() or self.removable is None:
+            return self
+        filled = _fill(self.removable, metadata)
+        return dataclasses.replace(self, removable=filled)
+
     def digest(self) -> str:
         """A SHA-256 of what the request changes (no values leak through a digest this long)."""
         h = hashlib.sha256()
@@ -275,7 +298,14 @@ class UpdateBuilder:
     # -- removals --------------------------------------------------------------
 
     def remove_patient(self, *keywords: str, **current: Any) -> UpdateBuilder:
-        """Remove patient-level attributes (``current`` values may be given; they are not compared)."""
+        """Remove patient-level attributes.
+
+        The service removes an attribute only when the removal names its stored
+        value (evidence E4). Give attributes as ``keywords`` and the client fills
+        in the stored value just before writing (it reads the metadata); or give
+        ``current`` values (``AccessionNumber="A1"``) to remove only if the value
+        is still that one (else the service refuses the update).
+        """
         _dicom(self._rem, ("Patient",)).update(_removals(keywords, current))
         return self
 
@@ -360,7 +390,49 @@ def _merged(attrs: _AttrMap, keywords: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _removals(keywords: tuple[str, ...], current: Mapping[str, Any]) -> dict[str, Any]:
-    # the service does not compare the value given for a removal; "" stands for "whatever it is"
+    # "" stands for "whatever it is": the client fills in the stored value before writing (E4)
     out: dict[str, Any] = dict.fromkeys(keywords, "")
     out.update(current)
+    return out
+
+
+def _dicom_nodes(doc: Mapping[str, Any]) -> list[tuple[tuple[str, ...], Mapping[str, Any]]]:
+    """Every ``DICOM`` object of a document with its path (Patient, Study, series, instances)."""
+    out: list[tuple[tuple[str, ...], Mapping[str, Any]]] = []
+    patient = doc.get("Patient")
+    if isinstance(patient, Mapping) and isinstance(patient.get("DICOM"), Mapping):
+        out.append((("Patient",), patient["DICOM"]))
+    study = doc.get("Study")
+    if not isinstance(study, Mapping):
+        return out
+    if isinstance(study.get("DICOM"), Mapping):
+        out.append((("Study",), study["DICOM"]))
+    for suid, series in (study.get("Series") or {}).items():
+        if not isinstance(series, Mapping):
+            continue
+        if isinstance(series.get("DICOM"), Mapping):
+            out.append((("Study", "Series", suid), series["DICOM"]))
+        for iuid, inst in (series.get("Instances") or {}).items():
+            if isinstance(inst, Mapping) and isinstance(inst.get("DICOM"), Mapping):
+                out.append((("Study", "Series", suid, "Instances", iuid), inst["DICOM"]))
+    return out
+
+
+def _has_placeholder(doc: Mapping[str, Any]) -> bool:
+    return any(v == "" for _, dicom in _dicom_nodes(doc) for v in dicom.values())
+
+
+def _fill(removable: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(removable))
+    for path, dicom in _dicom_nodes(out):
+        stored: Any = metadata
+        for key in (*path, "DICOM"):
+            stored = stored.get(key) if isinstance(stored, Mapping) else None
+        stored = stored if isinstance(stored, Mapping) else {}
+        assert isinstance(dicom, dict)
+        for key in [k for k, v in dicom.items() if v == ""]:
+            if key in stored:
+                dicom[key] = stored[key]
+            else:
+                del dicom[key]  # already gone: nothing to remove
     return out

@@ -4,9 +4,29 @@
 like the image set metadata (``Patient`` / ``Study`` / ``Series`` /
 ``Instances``). :func:`check_document` enforces the service's document rules
 (levels, never-updatable and force-only attributes, private tags, unknown
-series/instance UIDs, primary image sets) and :func:`apply_update` computes
-the metadata an accepted update produces. The client's builder checks with
-them before spending quota; the emulator checks and applies with them.
+series/instance UIDs, primary image sets) and its value constraints, and
+:func:`apply_update` computes the metadata an accepted update produces. The
+client's builder checks with them before spending quota; the emulator checks
+and applies with them.
+
+Value constraints (checked where the metadata is known, the emulator;
+:func:`check_document_split` returns them apart, so it can answer them as a
+400 or as an UPDATE_FAILED version; the client leaves them to the service,
+whose exact VR rules are not public):
+
+- a value that does not fit its VR is refused unless ``force`` (evidence E5 of
+  healthimaging-semantics.md); the VR rules are pydicom's
+  (``pydicom.valuerep.validate_value``), not ours;
+- a removal must name the stored value: "Attribute key and value must match
+  the existing attribute." (E4: awsdocs/aws-doc-sdk-examples, the
+  HealthImaging UpdateImageSetMetadata examples in Python and JavaScript).
+  Checked when the current metadata is known (the emulator), also with force
+  **(our choice)**; a single value and a one-element array count as equal;
+- an instance-level private tag needs its VR in ``DICOMVRs`` only when it is
+  new: updating one that exists needs none (E3: aws/aws-cli
+  awscli/examples/medical-imaging/update-image-set-metadata.rst, example 6).
+  Without the metadata (the client's builder) a private tag without a VR is
+  allowed; the service then needs the tag to exist.
 
 Problems never contain attribute values (PHI); UIDs appear only as a short
 digest (:func:`mask_uid`).
@@ -18,6 +38,9 @@ import copy
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
+
+from pydicom import config as pydicom_config
+from pydicom.valuerep import validate_value
 
 from async_hi.levels import (
     FORCE_ONLY,
@@ -33,7 +56,9 @@ __all__ = [
     "DocumentKind",
     "apply_update",
     "check_document",
+    "check_document_split",
     "mask_uid",
+    "value_fits_vr",
 ]
 
 DocumentKind = Literal["updatable", "removable"]
@@ -65,10 +90,77 @@ def check_document(
 
     Returns:
         Problems, each a sentence naming the place and the rule; empty if none.
+        With ``metadata``, the value constraints too (E4, E5); without it,
+        only the document rules.
+    """
+    rules, constraints = check_document_split(doc, kind=kind, force=force, primary=primary, metadata=metadata)
+    # without the metadata (the client's builder) only E3's relaxation applies: the value
+    # constraints are left to the service, whose VR rules may be looser than pydicom's
+    return rules + constraints if metadata is not None else rules
+
+
+def check_document_split(
+    doc: Any,
+    *,
+    kind: DocumentKind,
+    force: bool = False,
+    primary: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[list[str], list[str]]:
+    """:func:`check_document`, with the problems split in two.
+
+    Returns:
+        ``(rules, constraints)``: broken document rules (shape, levels, force,
+        UIDs), and broken value constraints (E4 removal values, E5 VR fit; see
+        the module docstring), each a list of sentences without values.
     """
     c = _Checker(kind=kind, force=force, primary=primary, metadata=metadata)
     c.document(doc)
-    return c.problems
+    return c.problems, c.constraints
+
+
+#: VRs whose values are not checked: sequences, and binary values carried as base64 text
+_UNCHECKED_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN", "UR"})
+_BINARY_NUMBERS = {"US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float}
+
+
+def value_fits_vr(vr: str | None, value: Any) -> bool:
+    """Whether a metadata value (one, or a list for several) fits the DICOM VR ``vr``.
+
+    pydicom's validators decide (``pydicom.valuerep.validate_value`` in RAISE
+    mode); numbers sent as JSON numbers or numeric strings are both accepted for
+    the numeric VRs. Unknown VRs, sequences and binary VRs always fit.
+    """
+    if vr is None or vr in _UNCHECKED_VRS:
+        return True
+    for item in value if isinstance(value, list) else [value]:
+        if item is None or (vr == "PN" and isinstance(item, dict)):
+            continue
+        if isinstance(item, bool):
+            return False
+        if vr in _BINARY_NUMBERS and isinstance(item, str):
+            try:
+                item = _BINARY_NUMBERS[vr](item)
+            except ValueError:
+                return False
+        elif vr in ("IS", "DS") and isinstance(item, (int, float)):
+            item = str(item)
+        try:
+            validate_value(vr, item, pydicom_config.RAISE)
+        except (ValueError, TypeError, OverflowError):
+            return False
+    return True
+
+
+def _same_value(given: Any, stored: Any) -> bool:
+    """E4's "value must match": equal, or a single value against a one-element array."""
+    if given == stored:
+        return True
+    if isinstance(stored, list) and len(stored) == 1 and not isinstance(given, list):
+        return bool(given == stored[0])
+    if isinstance(given, list) and len(given) == 1 and not isinstance(stored, list):
+        return bool(given[0] == stored)
+    return False
 
 
 class _Checker:
@@ -85,9 +177,22 @@ class _Checker:
         self.primary = primary
         self.metadata = metadata
         self.problems: list[str] = []
+        self.constraints: list[str] = []
 
     def bad(self, msg: str) -> None:
         self.problems.append(f"{self.kind}Attributes: {msg}")
+
+    def violates(self, msg: str) -> None:
+        self.constraints.append(f"{self.kind}Attributes: {msg}")
+
+    def _stored(self, *path: str) -> Mapping[str, Any] | None:
+        """The current ``DICOM`` (or other member) at ``path`` of the metadata; None if unknown."""
+        if self.metadata is None:
+            return None
+        node: Any = self.metadata
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node if isinstance(node, Mapping) else {}
 
     def _object(self, value: Any, where: str) -> bool:
         if not isinstance(value, dict):
@@ -111,11 +216,13 @@ class _Checker:
             self.bad("the document names neither Patient nor Study")
         if "Patient" in doc and self._object(doc["Patient"], "Patient"):
             self._keys(doc["Patient"], "Patient", {"DICOM"})
-            self.dicom(doc["Patient"].get("DICOM"), Level.PATIENT, "Patient.DICOM")
+            self.dicom(
+                doc["Patient"].get("DICOM"), Level.PATIENT, "Patient.DICOM", self._stored("Patient", "DICOM")
+            )
         if "Study" in doc and self._object(doc["Study"], "Study"):
             study = doc["Study"]
             self._keys(study, "Study", {"DICOM", "Series"})
-            self.dicom(study.get("DICOM"), Level.STUDY, "Study.DICOM")
+            self.dicom(study.get("DICOM"), Level.STUDY, "Study.DICOM", self._stored("Study", "DICOM"))
             if "Series" in study and self._object(study["Series"], "Study.Series"):
                 for uid, series in study["Series"].items():
                     self.series(uid, series)
@@ -135,7 +242,9 @@ class _Checker:
         if not self._object(series, where):
             return
         self._keys(series, where, {"DICOM", "Instances"})
-        self.dicom(series.get("DICOM"), Level.SERIES, f"{where} DICOM")
+        self.dicom(
+            series.get("DICOM"), Level.SERIES, f"{where} DICOM", self._stored("Study", "Series", uid, "DICOM")
+        )
         instances = series.get("Instances")
         if instances is None or not self._object(instances, f"{where} Instances"):
             return
@@ -150,27 +259,44 @@ class _Checker:
             if not self._object(inst, iwhere):
                 continue
             self._keys(inst, iwhere, {"DICOM", "DICOMVRs"})
-            self.dicom(inst.get("DICOM"), Level.INSTANCE, f"{iwhere} DICOM")
+            place = ("Study", "Series", uid, "Instances", iuid)
+            stored = self._stored(*place, "DICOM")
             vrs = inst.get("DICOMVRs")
+            given_vrs = vrs if isinstance(vrs, dict) else {}
+            self.dicom(inst.get("DICOM"), Level.INSTANCE, f"{iwhere} DICOM", stored)
             if vrs is not None and self._object(vrs, f"{iwhere} DICOMVRs"):
                 for tag, vr in vrs.items():
                     if not is_private_tag(tag):
                         self.bad(f"{iwhere} DICOMVRs key {tag!r} is not a private tag")
                     elif self.kind == "updatable" and not (isinstance(vr, str) and len(vr) == 2):
                         self.bad(f"{iwhere} DICOMVRs {tag} must be a two-letter VR")
-            if self.kind == "updatable":
+            if self.kind == "updatable" and stored is not None:
+                # E3: a private tag needs its VR only when it is new (without the metadata: allowed,
+                # the service then needs the tag to exist)
                 dicom = inst.get("DICOM") if isinstance(inst.get("DICOM"), dict) else {}
                 for tag in dicom:
-                    if is_private_tag(tag) and not (isinstance(vrs, dict) and tag in vrs):
-                        self.bad(f"{iwhere} private tag {tag} needs its VR in DICOMVRs")
+                    if is_private_tag(tag) and tag not in given_vrs and tag not in stored:
+                        self.bad(f"{iwhere} private tag {tag} is new: it needs its VR in DICOMVRs")
 
-    def dicom(self, attrs: Any, level: Level, where: str) -> None:
+    def dicom(self, attrs: Any, level: Level, where: str, stored: Mapping[str, Any] | None) -> None:
         if attrs is None:
             return
         if not self._object(attrs, where):
             return
         for key, value in attrs.items():
+            n = len(self.problems)
             self.attribute(key, value, level, where)
+            if len(self.problems) == n:
+                self.values(key, value, where, stored)
+
+    def values(self, key: str, value: Any, where: str, stored: Mapping[str, Any] | None) -> None:
+        """E4: a removal names the stored value (when the metadata is known)."""
+        if self.kind != "removable" or stored is None:
+            return
+        if key not in stored:
+            self.violates(f"{where}: {key} is not in the image set, nothing to remove")
+        elif not _same_value(value, stored[key]):
+            self.violates(f"{where}: the value given to remove {key} does not match the stored value")
 
     def attribute(self, key: str, value: Any, level: Level, where: str) -> None:
         if is_private_tag(key):
@@ -204,10 +330,14 @@ class _Checker:
             return
         if self.force:
             return
-        if keyword_vr(keyword) == "SQ":
+        vr = keyword_vr(keyword)
+        if vr == "SQ":
             self.bad(f"{where}: sequence {keyword} needs force=true")
         elif self.kind == "updatable" and isinstance(value, list) and len(value) > 1:
             self.bad(f"{where}: multi-valued {keyword} needs force=true")
+        elif self.kind == "updatable" and not value_fits_vr(vr, value):
+            # E5: refused unless force; the value itself is never quoted
+            self.violates(f"{where}: the value of {keyword} does not fit its VR {vr} (force=true overrides)")
 
 
 def apply_update(

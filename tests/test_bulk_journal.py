@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,9 @@ def make_requests(ds: str, isets: list[str], n: int, seed: int) -> list[tuple[in
     out = []
     for k in range(n):
         attr = rng.choice(["StudyDescription", "AccessionNumber", "StudyDate"])
-        value = f"{k:08d}" if attr == "StudyDate" else f"V{k}"
+        # a valid DA for StudyDate (the emulator refuses a value that does not fit its VR, E5)
+        value = (datetime.date(2000, 1, 1) + datetime.timedelta(days=k)).strftime("%Y%m%d")
+        value = value if attr == "StudyDate" else f"V{k}"
         out.append(
             (
                 k + 1,

@@ -295,3 +295,62 @@ async def test_a_write_between_our_read_and_our_write_is_refused_then_a_locked_w
     assert final["AccessionNumber"] == "OTHER"
     assert final["StudyDescription"] == "MINE"
     assert applied_descriptions(emulator, d, i) == [desc_of(emulator.history(d, i)[0]["metadata"]), "MINE"]
+
+
+# -- value constraints: removals name the stored value (E4), values fit their VR (E5) ---------
+
+
+async def test_a_removal_without_a_value_is_given_the_stored_one_and_applies(emulator: Emulator) -> None:
+    seeded = emulator.seed(1)
+    d, i = seeded.datastore_id, seeded.image_set_ids[0]
+    async with client(emulator) as hi:
+        before = await hi.get_image_set_metadata(d, i)
+        assert before["Study"]["DICOM"].get("AccessionNumber")
+        r = await hi.update_image_set_metadata(
+            UpdateBuilder(d, i).remove_study("AccessionNumber").build(), wait=True
+        )
+        stats = hi.stats()
+    assert (r.workflow_status, r.latest_version_id) == ("UPDATED", "2")
+    assert "AccessionNumber" not in emulator.history(d, i)[-1]["metadata"]["Study"]["DICOM"]
+    assert stats["GetImageSetMetadata"].calls == 2  # ours above, and the one that fetched the value
+
+
+@pytest.mark.parametrize("mode", ["reject", "update-failed"])
+async def test_a_removal_naming_another_value_is_refused_by_mode(emulator: Emulator, mode: str) -> None:
+    # E4's form (a 400, or an UPDATE_FAILED version) is not public: "reject" is our default
+    emulator.reconfigure(constraint_violations=mode)
+    seeded = emulator.seed(1)
+    d, i = seeded.datastore_id, seeded.image_set_ids[0]
+    conditional = UpdateBuilder(d, i).remove_study(AccessionNumber="NOT-THE-STORED-ONE").build()
+    async with client(emulator) as hi:
+        if mode == "reject":
+            with pytest.raises(ValidationError) as info:
+                await hi.update_image_set_metadata(conditional)
+            assert "does not match the stored value" in (info.value.service_message or "")
+            assert "NOT-THE-STORED-ONE" not in (info.value.service_message or "")
+        else:
+            r = await hi.update_image_set_metadata(conditional, wait=True)
+            assert r.failed
+            assert r.message is not None
+            assert "does not match the stored value" in r.message
+    history = emulator.history(d, i)
+    assert (
+        history[0]["metadata"]["Study"]["DICOM"]["AccessionNumber"]
+        == (history[-1]["metadata"]["Study"]["DICOM"]["AccessionNumber"])
+    )
+    assert [v["workflowStatus"] for v in history] == (
+        ["CREATED"] if mode == "reject" else ["CREATED", "UPDATE_FAILED"]
+    )
+
+
+async def test_a_value_that_does_not_fit_its_vr_needs_force(emulator: Emulator) -> None:
+    seeded = emulator.seed(1)
+    d, i = seeded.datastore_id, seeded.image_set_ids[0]
+    async with client(emulator) as hi:
+        with pytest.raises(ValidationError) as info:
+            await hi.update_image_set_metadata(UpdateBuilder(d, i).study(StudyDate="2024-05-01").build())
+        assert "StudyDate does not fit its VR DA" in (info.value.service_message or "")
+        forced = UpdateBuilder(d, i).study(StudyDate="2024-05-01").force().build()
+        r = await hi.update_image_set_metadata(forced, wait=True)
+    assert r.workflow_status == "UPDATED"
+    assert emulator.history(d, i)[-1]["metadata"]["Study"]["DICOM"]["StudyDate"] == "2024-05-01"

@@ -165,7 +165,7 @@ def test_study_level_update_applies_and_reaches_the_whole_study(imported: Import
     assert ct["versionId"] == "1"
 
 
-def test_private_tag_needs_force_and_its_vr(imported: Imported) -> None:
+def test_private_tag_needs_force_and_its_vr_only_when_new(imported: Imported) -> None:
     isid = _ct(imported)
     suid, series = _series(imported, isid)
     ((iuid, inst),) = series["Instances"].items()
@@ -173,14 +173,24 @@ def test_private_tag_needs_force_and_its_vr(imported: Imported) -> None:
     instance = {"DICOM": {"00091002": "CT02"}, "DICOMVRs": {"00091002": "SH"}}
     change = {"Study": {"Series": {suid: {"Instances": {iuid: instance}}}}}
     assert "00091002 needs force" in imported.refused(isid, updatable=change)
-    no_vr = {"Study": {"Series": {suid: {"Instances": {iuid: {"DICOM": {"00091002": "CT02"}}}}}}}
-    assert "DICOMVRs" in imported.refused(isid, updatable=no_vr, force=True)
+    new_tag = {"Study": {"Series": {suid: {"Instances": {iuid: {"DICOM": {"00091099": "NEW"}}}}}}}
+    assert "00091099 is new: it needs its VR in DICOMVRs" in imported.refused(
+        isid, updatable=new_tag, force=True
+    )
 
     assert imported.update(isid, updatable=change, force=True)["latestVersionId"] == "2"
     final = imported.wait_active(isid)
     assert final["overrides"] == {"forced": True}
     after = imported.metadata(isid)["Study"]["Series"][suid]["Instances"][iuid]
     assert (after["DICOM"]["00091002"], after["DICOMVRs"]["00091002"]) == ("CT02", "SH")
+
+    # E3 (aws/aws-cli update-image-set-metadata.rst, example 6): an existing private tag with force
+    # and no DICOMVRs: its VR is known
+    no_vr = {"Study": {"Series": {suid: {"Instances": {iuid: {"DICOM": {"00091002": "CT03"}}}}}}}
+    assert imported.update(isid, updatable=no_vr, force=True, version="2")["latestVersionId"] == "3"
+    imported.wait_active(isid)
+    after = imported.metadata(isid)["Study"]["Series"][suid]["Instances"][iuid]
+    assert (after["DICOM"]["00091002"], after["DICOMVRs"]["00091002"]) == ("CT03", "SH")
 
 
 def test_uids_cannot_change_on_primary_even_with_force(imported: Imported) -> None:

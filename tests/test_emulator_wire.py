@@ -174,7 +174,10 @@ async def test_stale_and_future_versions_are_refused(
     assert await versions(emulator, d, i) == ["1", "2"]  # OC06
 
 
-async def test_write_while_locked_conflicts(raw: RawClient, one: tuple[str, str]) -> None:  # OC04
+async def test_write_while_locked_conflicts(
+    raw: RawClient, emulator: Emulator, one: tuple[str, str]
+) -> None:  # OC04
+    emulator.reconfigure(lock_seconds=2.0)  # the window must outlast a slow (loaded) machine
     d, i = one
     assert (
         await raw.send(raw.url(d, i, "updateImageSetMetadata", "latestVersion=1"), STUDY_UPDATE)

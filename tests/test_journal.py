@@ -264,6 +264,8 @@ def write(s: Store, clock: Clock, u: MetadataUpdate, *, fail: bool = False) -> N
     image_set = s.image_set(u.datastore_id, u.image_set_id)
     if fail:
         image_set.fail_next_apply = "apply failed"
+    # as the client does: a removal names the stored value (E4)
+    u = u.with_removal_values(s.metadata(u.datastore_id, u.image_set_id))
     s.update(
         u.datastore_id,
         u.image_set_id,

@@ -62,7 +62,6 @@ def test_levels_private_tags_and_removals_build_one_document_each() -> None:
         (lambda b: b.study(NotAKeyword="x"), "'NotAKeyword' is not a DICOM keyword"),
         (lambda b: b.study(StudyInstanceUID="1.2"), "StudyInstanceUID needs force=true"),
         (lambda b: b.instance(S, SOP, {"00091001": "v"}, vrs={"00091001": "LO"}), "needs force=true"),
-        (lambda b: b.instance(S, SOP, {"00091001": "v"}).force(), "needs its VR in DICOMVRs"),
         (lambda b: b.series(S, {"00091001": "v"}).force(), "only allowed at instance level"),
         (lambda b: b.instance(S, SOP, Rows=1, Checksum=3), "Checksum can never be updated"),
         (lambda b: b, "holds no attribute"),
@@ -99,3 +98,44 @@ def test_revert_convenience() -> None:
 def test_ids_are_checked() -> None:
     with pytest.raises(InvalidUpdateError, match="image_set_id must be 32 characters"):
         UpdateBuilder(D, "short").study(StudyDescription="x").build()
+
+
+def test_a_private_tag_without_a_vr_is_allowed_the_service_needs_it_to_exist() -> None:
+    # E3: aws/aws-cli awscli/examples/medical-imaging/update-image-set-metadata.rst, example 6, updates
+    # an existing private tag with --force and no DICOMVRs; the builder cannot know whether it exists
+    update = UpdateBuilder(D, ISET).instance(S, SOP, {"00091001": "GE_GENESIS_DD"}).force().build()
+    assert update.updatable is not None
+    assert "DICOMVRs" not in update.updatable["Study"]["Series"][S]["Instances"][SOP]
+
+
+def test_vr_fit_is_left_to_the_service() -> None:
+    # E5 (refused unless force) is the service's check: its exact VR rules are not public, and
+    # pydicom's may be stricter, so the builder does not refuse what the service might take
+    UpdateBuilder(D, ISET).study(StudyDate="2024-05-01").build()
+
+
+def test_a_removal_without_a_value_is_given_the_stored_one() -> None:
+    # E4: "Attribute key and value must match the existing attribute." (awsdocs/aws-doc-sdk-examples)
+    update = (
+        UpdateBuilder(D, ISET)
+        .remove_study("AccessionNumber", "StudyDescription")
+        .remove_instance_attributes(S, SOP, ImageComments="KEEP-IF-CHANGED")
+        .build()
+    )
+    assert update.needs_removal_values()
+    stored = {
+        "Study": {
+            "DICOM": {"AccessionNumber": "A-1"},  # StudyDescription is already gone
+            "Series": {S: {"Instances": {SOP: {"DICOM": {"ImageComments": "NOW DIFFERENT"}}}}},
+        }
+    }
+    filled = update.with_removal_values(stored)
+    assert filled.removable is not None
+    assert filled.removable["Study"]["DICOM"] == {"AccessionNumber": "A-1"}
+    # a value the caller gave is kept: the removal is conditional on it
+    assert filled.removable["Study"]["Series"][S]["Instances"][SOP]["DICOM"] == {
+        "ImageComments": "KEEP-IF-CHANGED"
+    }
+    assert not filled.needs_removal_values()
+    assert update.removable is not None
+    assert update.removable["Study"]["DICOM"]["AccessionNumber"] == ""

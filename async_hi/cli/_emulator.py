@@ -71,6 +71,13 @@ def add_parser(sub: Any) -> None:
         metavar="S",
         help="answer that 409 for S seconds after an accepted update (default: the LOCKED window)",
     )
+    p.add_argument(
+        "--constraint-violations",
+        choices=("reject", "update-failed"),
+        default="reject",
+        help="an update whose removal value is not the stored one, or whose value does not fit its VR "
+        "(without force): 400 at once (default) or accepted, then UPDATE_FAILED",
+    )
     p.add_argument("--no-sigv4", action="store_true", help="accept unsigned requests")
     p.add_argument("--no-throttle", action="store_true", help="turn the per-operation quotas off")
     p.add_argument(
@@ -135,6 +142,7 @@ async def _serve(args: argparse.Namespace) -> int:
         stale_version_error=args.stale_version_error,
         not_consistent_reads=args.not_consistent_reads,
         not_consistent_seconds=args.not_consistent_seconds,
+        constraint_violations=args.constraint_violations,
         faults=FaultConfig(
             seed=args.fault_seed,
             error_rate=args.error_rate,

@@ -121,6 +121,7 @@ class State:
         self.store.stale_version_error = config.stale_version_error
         self.store.not_consistent_reads = config.not_consistent_reads
         self.store.not_consistent_seconds = config.not_consistent_seconds
+        self.store.constraint_violations = config.constraint_violations
 
     def reconfigure(self, config: EmulatorConfig) -> None:
         self.config = config

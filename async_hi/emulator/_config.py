@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from async_hi.contract import DEFAULT_QUOTAS, Quota
 from async_hi.emulator._faults import FaultConfig
-from async_hi.emulator._store import StaleVersionError
+from async_hi.emulator._store import ConstraintViolations, StaleVersionError
 
 __all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_SECRET_ACCESS_KEY", "EmulatorConfig"]
 
@@ -43,6 +43,11 @@ class EmulatorConfig:
         not_consistent_seconds: how long after an accepted update that 409 is
             answered; None (default): the LOCKED window. Longer keeps answering
             it after the image set is ACTIVE again. **(our choice)**
+        constraint_violations: an update breaking a value constraint (a
+            removal whose value is not the stored one, E4; a value that does not
+            fit its VR, without force, E5): ``"reject"`` (default, our choice:
+            400 ValidationException) or ``"update-failed"`` (accepted, the
+            version ends UPDATE_FAILED with a message).
     """
 
     host: str = "127.0.0.1"
@@ -60,6 +65,7 @@ class EmulatorConfig:
     stale_version_error: StaleVersionError = "not-found"
     not_consistent_reads: bool = True
     not_consistent_seconds: float | None = None
+    constraint_violations: ConstraintViolations = "reject"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -74,6 +80,11 @@ class EmulatorConfig:
             raise ValueError(
                 "EmulatorConfig.stale_version_error must be 'not-found' or 'conflict', "
                 f"got {self.stale_version_error!r}"
+            )
+        if self.constraint_violations not in ("reject", "update-failed"):
+            raise ValueError(
+                "EmulatorConfig.constraint_violations must be 'reject' or 'update-failed', "
+                f"got {self.constraint_violations!r}"
             )
         if self.not_consistent_seconds is not None and not self.not_consistent_seconds >= 0:
             raise ValueError(

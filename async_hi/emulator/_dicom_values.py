@@ -11,20 +11,31 @@ one HealthImaging's GetImageSetMetadata shows:
 - text VRs are strings as written in the file (IS and DS keep their digits,
   ``"40"``, not ``40``), person names their ``^``-separated form;
 - binary numbers (US, SS, UL, SL, UV, SV, FL, FD) are JSON numbers, AT a tag;
-- multi-valued elements are lists, sequences lists of objects (same rules);
-- empty values are ``null``; bulk binary VRs (OB, OW, OF, OD, OL, OV, UN) are
-  ``null`` too: the emulator keeps no pixel or bulk data.
+- an element whose dictionary VM allows several values (``1-n``, ``2``,
+  ``2-n``...) is a list even with one value (``"SpecificCharacterSet":
+  ["ISO_IR 100"]``), with empty items kept as ``""``; other multi-valued
+  elements (private ones) are lists when they hold several; sequences are
+  lists of objects (same rules);
+- empty values are ``null``; binary VRs (OB, OW, OF, OD, OL, OV, UN) are base64
+  text (``"FileMetaInformationVersion": "AAE="``; empty: ``""``);
+- the file meta elements are kept at instance level (``TransferSyntaxUID``,
+  ``MediaStorageSOPClassUID``, ``ImplementationClassUID``...).
 
-Not copied: the file meta group (0002; it describes the file, and
-HealthImaging re-encodes the pixels, see ``StoredTransferSyntaxUID``), group
-lengths (gggg,0000) and the pixel data, never read (``stop_before_pixels``);
-instances with an image pixel module get ``"PixelData": null`` as the
-service's documents show. An element pydicom cannot decode becomes ``null``
-and is counted, never reported by value.
+These are the shapes of a real GetImageSetMetadata document (evidence E6 of
+healthimaging-semantics.md: aws-samples/aws-healthimaging-samples
+``ahi-batch-image-frame-retrieve/test/usdoppler.json``, and the same repository's
+``dicomweb-proxy/InstanceDICOMizer.py``, which turns such documents back into
+DICOM by base64-decoding binary values and reading lists as multi-values).
+
+Not copied: group lengths (gggg,0000) and the pixel data, never read
+(``stop_before_pixels``); instances with an image pixel module get
+``"PixelData": null`` as the service's documents show. An element pydicom
+cannot decode becomes ``null`` and is counted, never reported by value.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -142,33 +153,61 @@ def _scalar(value: Any, vr: str) -> Any:
     return str(value)
 
 
+def _multi_valued(tag: int) -> bool:
+    """Whether the dictionary lets ``tag`` hold more than one value (its VM is not ``1``)."""
+    if tag >> 16 & 1:
+        return False
+    try:
+        return str(datadict.dictionary_VM(tag)) != "1"
+    except KeyError:
+        return False
+
+
+def _item(value: Any, vr: str) -> Any:
+    """One value of a multi-valued element: as :func:`_scalar`, but an empty one stays ``""``."""
+    return "" if value == "" else _scalar(value, vr)
+
+
 class _Converter:
     def __init__(self) -> None:
         self.undecodable = 0
 
-    def value(self, elem: Any) -> Any:
+    def value(self, tag: int, elem: Any) -> Any:
         vr = str(elem.VR)
         value = elem.value
         if vr == "SQ" or isinstance(value, Sequence):
             items = [self.dataset(item) for item in value or ()]
             return items or None
         if vr in _BINARY_VRS or isinstance(value, (bytes, bytearray)):
+            if value is None:
+                return None
+            if isinstance(value, (bytes, bytearray)):
+                return base64.b64encode(bytes(value)).decode("ascii")
+            return None  # a binary VR pydicom did not keep as bytes: no faithful text form
+        if value is None or value == "":
             return None
         if isinstance(value, (MultiValue, list, tuple)):
-            values = [_scalar(v, vr) for v in value]
+            values = [_item(v, vr) for v in value]
             return values or None
+        if _multi_valued(tag):
+            return [_scalar(value, vr)]
         return _scalar(value, vr)
 
-    def elements(self, ds: Dataset) -> list[tuple[int, str, Any]]:
-        """(tag, VR, JSON value) of each element of ``ds``, decoding failures as null."""
+    def elements(self, ds: Dataset, *, meta: bool = False) -> list[tuple[int, str, Any]]:
+        """(tag, VR, JSON value) of each element of ``ds``, decoding failures as null.
+
+        Args:
+            ds: a dataset, or (``meta``) its file meta group.
+            meta: ``ds`` is the file meta: its elements are kept (not its group length).
+        """
         out: list[tuple[int, str, Any]] = []
         for tag in list(ds.keys()):
             t = int(tag)
-            if t >> 16 == 0x0002 or t & 0xFFFF == 0 or t == _PIXEL_DATA:
+            if (t >> 16 == 0x0002 and not meta) or t & 0xFFFF == 0 or t == _PIXEL_DATA:
                 continue
             try:
                 elem = ds[tag]
-                out.append((t, str(elem.VR), self.value(elem)))
+                out.append((t, str(elem.VR), self.value(t, elem)))
             except Exception:  # a malformed value must not stop the import
                 self.undecodable += 1
                 out.append((t, "UN", None))
@@ -222,7 +261,9 @@ def instance_parts(ds: Dataset, sop_instance_uid: str) -> InstanceParts:
     """
     conv = _Converter()
     parts = InstanceParts()
-    for tag, vr, value in conv.elements(ds):
+    meta = getattr(ds, "file_meta", None)
+    found = conv.elements(meta, meta=True) if isinstance(meta, Dataset) else []
+    for tag, vr, value in [*found, *conv.elements(ds)]:
         keyword = _keyword(tag)
         if keyword is not None:
             parts.by_level[level_of(keyword)][keyword] = value

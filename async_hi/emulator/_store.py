@@ -18,15 +18,36 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from async_hi.contract import NOT_CONSISTENT_MESSAGE, STALE_VERSION_MESSAGE
-from async_hi.document import apply_update, check_document
+from async_hi.document import DocumentKind, apply_update, check_document_split
 
-__all__ = ["ApiError", "Datastore", "ImageSet", "StaleVersionError", "Store", "Version"]
+__all__ = [
+    "ApiError",
+    "ConstraintViolations",
+    "Datastore",
+    "ImageSet",
+    "StaleVersionError",
+    "Store",
+    "Version",
+]
 
 #: How a stale ``latestVersion`` is refused: "not-found" (404 ResourceNotFoundException, what the
 #: real service answers, E1) or "conflict" (409 ConflictException, what the API reference documents).
 StaleVersionError = Literal["not-found", "conflict"]
+#: How an update that breaks a value constraint (E4 removal values, E5 VR fit) is refused:
+#: "reject" (400 ValidationException at once) or "update-failed" (accepted, then the new version
+#: ends UPDATE_FAILED with a message). The evidence does not say which: **our choice** is "reject".
+ConstraintViolations = Literal["reject", "update-failed"]
 _STALE_CODES = {"not-found": "ResourceNotFoundException", "conflict": "ConflictException"}
 _APPLYING = ("UPDATING", "UPDATING_FOR_STUDY_CONSISTENCY")
+
+
+def _failure_message(violations: list[str]) -> str:
+    """An UPDATE_FAILED message (the model's ``[\\w -:`]+``, at most 2048 characters; no values)."""
+    text = "INVALID_REQUEST: " + "; ".join(violations)
+    text = "".join(
+        ch if (ch.isascii() and ch.isalnum()) or ch in "_`" or " " <= ch <= ":" else " " for ch in text
+    )
+    return text[:2048]
 
 
 class ApiError(Exception):
@@ -134,6 +155,11 @@ class Store:
             value above ``lock_seconds`` keeps answering it after the image set
             is ACTIVE again, as the real service does right after an import
             (E2's first source). **(our choice: the real length is unknown)**
+        constraint_violations: an update that breaks a value constraint (a
+            removal naming another value than the stored one, E4; a value
+            that does not fit its VR without force, E5) is refused with 400
+            (``"reject"``, our choice) or accepted and its version ends
+            UPDATE_FAILED (``"update-failed"``).
     """
 
     def __init__(
@@ -144,6 +170,7 @@ class Store:
         stale_version_error: StaleVersionError = "not-found",
         not_consistent_reads: bool = True,
         not_consistent_seconds: float | None = None,
+        constraint_violations: ConstraintViolations = "reject",
     ) -> None:
         if lock_seconds < 0:
             raise ValueError(f"lock_seconds must be >= 0, got {lock_seconds!r}")
@@ -158,6 +185,11 @@ class Store:
         self.stale_version_error: StaleVersionError = stale_version_error
         self.not_consistent_reads = not_consistent_reads
         self.not_consistent_seconds = not_consistent_seconds
+        if constraint_violations not in ("reject", "update-failed"):
+            raise ValueError(
+                f"constraint_violations must be 'reject' or 'update-failed', got {constraint_violations!r}"
+            )
+        self.constraint_violations: ConstraintViolations = constraint_violations
         self.datastores: dict[str, Datastore] = {}
 
     # -- seeding -------------------------------------------------------------
@@ -347,6 +379,7 @@ class Store:
             raise ApiError(_STALE_CODES[self.stale_version_error], STALE_VERSION_MESSAGE)
         self._check_writable(image_set)
         targets = [image_set]
+        failures: dict[str, str] = {}  # image set -> why its apply will fail (update-failed mode)
         if include_study:
             if revert_to is not None:
                 raise ApiError(
@@ -364,16 +397,24 @@ class Store:
             for target in targets:
                 base = target.applied_metadata()
                 problems: list[str] = []
-                if updatable is not None:
-                    problems += check_document(
-                        updatable, kind="updatable", force=force, primary=target.is_primary, metadata=base
-                    )
-                if removable is not None:
-                    problems += check_document(
-                        removable, kind="removable", force=force, primary=target.is_primary, metadata=base
-                    )
+                violations: list[str] = []
+                docs: tuple[tuple[DocumentKind, Mapping[str, Any] | None], ...] = (
+                    ("updatable", updatable),
+                    ("removable", removable),
+                )
+                for kind, doc in docs:
+                    if doc is not None:
+                        rules, values = check_document_split(
+                            doc, kind=kind, force=force, primary=target.is_primary, metadata=base
+                        )
+                        problems += rules
+                        violations += values
                 if problems:
                     raise ApiError("ValidationException", "; ".join(problems))
+                if violations and self.constraint_violations == "reject":
+                    raise ApiError("ValidationException", "; ".join(violations))
+                if violations:
+                    failures[target.image_set_id] = _failure_message(violations)
                 new_docs.append(apply_update(base, updatable, removable))
         now = self.clock()
         window = self.lock_seconds if self.not_consistent_seconds is None else self.not_consistent_seconds
@@ -398,7 +439,7 @@ class Store:
                 )
             )
             target.pending_metadata = doc
-            target.pending_failure = target.fail_next_apply
+            target.pending_failure = target.fail_next_apply or failures.get(target.image_set_id)
             target.fail_next_apply = None
             target.locked_until = now + self.lock_seconds
         return image_set

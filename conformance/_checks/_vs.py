@@ -50,7 +50,11 @@ async def vs02(ctx: Context) -> None:
     if digest(await ctx.metadata(first.before.version)) != first.before_digest:
         ctx.fail(f"version {first.before.version} changed after a later update")
     current = await ctx.settled()
-    doc = {"SchemaVersion": 1.1, "Study": {"DICOM": {HARMLESS_ATTRIBUTE: first.marker}}}
+    # a removal names the stored value (healthimaging-semantics.md E4); other checks may have
+    # written the attribute since the first write
+    stored = _attribute(await ctx.metadata(current.version))
+    value = first.marker if stored is None else stored
+    doc = {"SchemaVersion": 1.1, "Study": {"DICOM": {HARMLESS_ATTRIBUTE: value}}}
     ex = await ctx.write(
         f"removal of {HARMLESS_ATTRIBUTE}",
         {"DICOMUpdates": {"removableAttributes": blob(doc)}},
