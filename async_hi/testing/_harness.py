@@ -36,6 +36,7 @@ from aiohttp import web
 from async_hi.contract import OPERATIONS, Quota
 from async_hi.document import check_document
 from async_hi.emulator import (
+    Emulator,
     EmulatorConfig,
     EmulatorThread,
     FaultConfig,
@@ -147,6 +148,11 @@ class EmulatorHarness:
         self._seeds = 0
 
     # -- where it is and how to reach it ----------------------------------------
+
+    @property
+    def emulator(self) -> Emulator:
+        """The running ``Emulator`` itself; touch its state only inside :meth:`call`."""
+        return self._thread.emulator
 
     @property
     def config(self) -> EmulatorConfig:
