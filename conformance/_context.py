@@ -365,7 +365,11 @@ class Context:
             delay = min(delay * 1.5, 2.0)
 
     async def metadata(self, version: str | None = None) -> dict[str, Any]:
-        """GetImageSetMetadata (gzip undone); Abort when it is not a JSON document."""
+        """GetImageSetMetadata (gzip undone); Abort when it is not a JSON document.
+
+        A 409 ConflictException ("not consistent yet", evidence E2) is retried
+        for up to ``min(settle_timeout, 10 s)``, as callers of the real service do.
+        """
         query = (("version", version),) if version is not None else ()
         probe = Probe(
             operation="GetImageSetMetadata",
@@ -373,7 +377,14 @@ class Context:
             path=self.path("getImageSetMetadata"),
             query=query,
         )
-        ex = await self.send(probe, sensitive=True)
+        deadline = time.monotonic() + min(self.settings.settle_timeout, 10.0)
+        delay = 0.05
+        while True:
+            ex = await self.send(probe, sensitive=True)
+            if ex.status != 409 or ex.error_code() not in CONFLICT or time.monotonic() >= deadline:
+                break
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         doc = ex.json_or_none()
         if ex.status != 200 or not isinstance(doc, dict):
             raise Abort(f"GetImageSetMetadata of the target answered {_said(ex)}", ex)
