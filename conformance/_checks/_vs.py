@@ -165,6 +165,12 @@ def _list_probe(ctx: Context, page: int, token: str | None) -> Probe:
     )
 
 
+def _read_answers(ctx: Context) -> list[Exchange]:
+    """Every GetImageSet and ListImageSetVersions answer of the run so far."""
+    wanted = ("GetImageSet", "ListImageSetVersions")
+    return [ex for ex in ctx.session.exchanges if ex.status == 200 and ex.probe.operation in wanted]
+
+
 def _judge_own(ctx: Context, rule: str, exchanges: list[Exchange]) -> None:
     for ex in exchanges:
         for problem in ctx.session.problems(ex):
@@ -318,6 +324,7 @@ async def vs09(ctx: Context) -> None:
                 ctx.fail(f"version {v} ended UPDATE_FAILED without a message")
         elif snap.workflow != "UPDATED":
             ctx.fail(f"version {v} ended with workflow status {snap.workflow}, not UPDATED or UPDATE_FAILED")
+    _judge_own(ctx, "VS09", _read_answers(ctx))
     if not ctx.failures:
         ctx.note(f"{len(versions)} versions made by the run, each settled")
 
@@ -339,5 +346,6 @@ async def vs10(ctx: Context) -> None:
     last = latest.body.get("updatedAt")
     if numbers and isinstance(last, (int, float)) and last < numbers[-1][1]:
         ctx.fail("GetImageSet's updatedAt is earlier than its newest version's")
+    _judge_own(ctx, "VS10", _read_answers(ctx))
     if len(numbers) < 2:
         ctx.note("fewer than two numeric updatedAt values to compare")
