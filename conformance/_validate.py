@@ -376,8 +376,10 @@ def _success_problems(request: WireRequest, response: WireResponse) -> list[Prob
         )
     if op_name == "GetImageSetMetadata":
         return problems + _metadata_problems(response)
-    if _is_gzip(response.body) or (response.header("content-encoding") or "").strip().lower() == "gzip":
-        problems.append(_endpoint("SR08", f"{op_name} answered with a gzip body; only metadata is gzip"))
+    declared = (response.header("content-encoding") or "").strip().lower() == "gzip"
+    if _is_gzip(response.body) and not declared:
+        # a declared Content-Encoding is HTTP compression (allowed); an undeclared gzip body is not JSON
+        problems.append(_endpoint("SR08", f"{op_name} answered a gzip body without Content-Encoding: gzip"))
     try:
         body = decoded_body(response)
     except ValueError:
@@ -396,6 +398,11 @@ def _success_problems(request: WireRequest, response: WireResponse) -> list[Prob
         for name, want in (("datastoreId", d), ("imageSetId", i)):
             if want is not None and isinstance(body.get(name), str) and body[name] != want:
                 problems.append(_endpoint("SR02", f"{name} does not echo the request's {name}"))
+        arn = body.get("imageSetArn")
+        if isinstance(arn, str) and d and i and not arn.endswith(f":datastore/{d}/imageset/{i}"):
+            problems.append(
+                _endpoint("SR02", "imageSetArn does not name the request's datastore and image set")
+            )
     if op_name == "UpdateImageSetMetadata":
         problems += _update_effects(request, body)
     problems += _settled_state_problems(body)
