@@ -453,3 +453,23 @@ def test_ctrl_c_while_waiting_for_redis_exits_130(tmp_path: Path) -> None:
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert one_json_line(stdout)["interrupted"] is True
+
+
+def test_an_internal_error_is_exit_3_with_one_json_line_and_no_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import async_hi.cli._job as job
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"a bug that quotes {SECRET}")
+
+    monkeypatch.setattr(job, "run_job", broken)
+    m = manifest(tmp_path / "m.jsonl", "d" * 32, ["a" * 32], 2)
+    code, stdout, stderr = run_main(
+        capsys, str(m), "--json", "--endpoint-url", "http://127.0.0.1:1", "--region", "us-east-1"
+    )
+    out = one_json_line(stdout)
+    assert code == out["exit_code"] == 3
+    assert out["internal_error"] is True
+    assert "internal error (RuntimeError)" in stderr
+    assert SECRET not in stdout + stderr

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns its exit code (Ctrl-C anywhere: 130, without a traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    json_job = argv[:1] == ["update"] and "--json" in argv
+    started = False
     try:
         parser = build_parser()
         errors = io.StringIO()
@@ -57,13 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args = parser.parse_args(argv)
         except SystemExit as exc:
             sys.stderr.write(errors.getvalue())
-            if exc.code not in (0, None) and argv[:1] == ["update"] and "--json" in argv:
+            if exc.code not in (0, None) and json_job:
                 _json_usage_error(errors.getvalue())  # the one JSON line --json promises
             raise
         sys.stderr.write(errors.getvalue())
+        started = True  # from here on the subcommand prints its own JSON line
         result: int = args.run(args)
     except KeyboardInterrupt:
         print("async-hi: interrupted", file=sys.stderr)
+        if json_job and not started:
+            from async_hi.cli._progress import JobSummary, print_summary
+
+            print_summary(JobSummary(manifest="", interrupted=True), as_json=True)
         return 130
     return result
 
