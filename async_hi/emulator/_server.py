@@ -17,6 +17,7 @@ from async_hi.emulator._admin import add_admin_routes, history, seed_image_sets
 from async_hi.emulator._app import RequestRecord, State, build_app, fallback_route
 from async_hi.emulator._config import EmulatorConfig
 from async_hi.emulator._dicom_import import ImportReport, add_to_store, read_dicom
+from async_hi.emulator._guard import GuardedAppRunner, install_log_guard
 from async_hi.emulator._store import ImageSet, Store
 
 if TYPE_CHECKING:
@@ -68,8 +69,10 @@ class Emulator:
         """Bind and serve; raises if the port cannot be bound."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        # request lines up to 64 KiB reach our validation (a JSON 400) instead of aiohttp's plain-text 400
-        runner = web.AppRunner(
+        # request lines up to 64 KiB reach our validation; anything aiohttp cannot parse is still an
+        # AWS-shaped JSON 400 (GuardedAppRunner), and what it logs is capped and rate-limited
+        install_log_guard()
+        runner = GuardedAppRunner(
             self.app,
             access_log=None,
             handle_signals=False,
