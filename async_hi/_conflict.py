@@ -79,10 +79,10 @@ _IGNORED_KEYS = ("DatastoreID", "ImageSetID", "SchemaVersion")
 #: the real service's stale-version message (E1), matched loosely: texts are not a contract
 _NOT_LATEST = "not the latest"
 
-#: ``rebase(fresh_metadata, update)`` -> the update to send now, or None to drop it (may be async).
 Rebase = Callable[
     [Mapping[str, Any], MetadataUpdate], "MetadataUpdate | Awaitable[MetadataUpdate | None] | None"
 ]
+"""``rebase(fresh_metadata, update)`` -> the update to send now, or None to drop it (may be async)."""
 
 
 class UpdateOps(Protocol):

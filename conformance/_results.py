@@ -38,6 +38,7 @@ class Failure:
     response: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (the ``--json`` report's failure entry)."""
         return {
             "message": self.message,
             "request": self.request,
@@ -69,6 +70,7 @@ class Result:
     requests: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (one entry of the ``--json`` report's results)."""
         return {
             "id": self.check.id,
             "group": self.check.group,
@@ -107,6 +109,8 @@ class Report:
         seconds: wall time of the run.
         restore: what happened to the image set afterwards (None: not applicable).
         notes: run-wide notes (compatibility with older documentation, pacing).
+        unreachable: why the endpoint could not be reached, or stopped answering
+            (None: it answered throughout). With no results, nothing could be checked.
     """
 
     endpoint: str
@@ -115,8 +119,10 @@ class Report:
     seconds: float
     restore: Restore | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    unreachable: str | None = None
 
     def counts(self) -> dict[str, int]:
+        """How many results have each outcome (``pass``, ``fail``, ``warn``, ``skip``)."""
         out = {o.value: 0 for o in Outcome}
         for r in self.results:
             out[r.outcome.value] += 1
@@ -124,24 +130,30 @@ class Report:
 
     @property
     def must_failed(self) -> bool:
+        """A MUST check failed (the run fails)."""
         return any(r.outcome is Outcome.FAIL and r.check.level is CheckLevel.MUST for r in self.results)
 
     @property
     def exit_status(self) -> int:
-        """0: every MUST passed; 1: a MUST failed; 3: every MUST passed but the restore failed."""
+        """0: every MUST passed; 1: a MUST failed; 3: every MUST passed but the restore failed;
+        4: the endpoint could not be reached (or stopped answering before a MUST failed)."""
         if self.must_failed:
             return 1
+        if self.unreachable is not None:
+            return 4
         if self.restore is not None and not self.restore.ok:
             return 3
         return 0
 
     def result(self, check_id: str) -> Result:
+        """The result of one check, by id; ``KeyError`` when the check did not run."""
         for r in self.results:
             if r.check.id == check_id:
                 return r
         raise KeyError(f"no result for check {check_id}")
 
     def by_group(self) -> list[tuple[str, Sequence[Result]]]:
+        """The results grouped in checklist order, each group sorted by check id."""
         groups: list[tuple[str, Sequence[Result]]] = []
         for gid in GROUPS:
             members = [r for r in self.results if r.check.group == gid]
@@ -150,12 +162,14 @@ class Report:
         return groups
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data (what ``--json`` writes)."""
         return {
             "endpoint": self.endpoint,
             "target": self.target,
             "seconds": round(self.seconds, 3),
             "counts": self.counts(),
             "exit_status": self.exit_status,
+            "unreachable": self.unreachable,
             "restore": None
             if self.restore is None
             else {"ok": self.restore.ok, "message": self.restore.message},

@@ -20,19 +20,23 @@ a version conflict is produced on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import enum
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+import warnings
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from async_hi.contract import OPERATIONS, Quota
+from async_hi.document import check_document
 from async_hi.emulator import (
+    Emulator,
     EmulatorConfig,
     EmulatorThread,
     FaultConfig,
@@ -57,6 +61,7 @@ T = TypeVar("T")
 #: so tests run at full speed until one turns a quota on; a 50 ms LOCKED window, short but
 #: long enough that two writes in a row still meet it.
 TEST_DEFAULTS: Mapping[str, Any] = {"quotas": None, "lock_seconds": 0.05}
+"""The ``EmulatorConfig`` fields tests start from: quotas off, a 50 ms LOCKED window."""
 
 
 class _Unset(enum.Enum):
@@ -112,6 +117,7 @@ class EmulatorHarness:
         self._loop_ident = self._thread.call(threading.get_ident)
 
     def stop(self) -> None:
+        """Stop the emulator and its thread (what leaving ``with`` does)."""
         self._thread.__exit__(None, None, None)
         self._loop_ident = None
 
@@ -146,24 +152,33 @@ class EmulatorHarness:
     # -- where it is and how to reach it ----------------------------------------
 
     @property
+    def emulator(self) -> Emulator:
+        """The running ``Emulator`` itself; touch its state only inside :meth:`call`."""
+        return self._thread.emulator
+
+    @property
     def config(self) -> EmulatorConfig:
         """The configuration in force now (after any :meth:`configure`)."""
         return self._thread.emulator.config
 
     @property
     def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``: give it to a client as ``endpoint_url``."""
         return self._thread.endpoint_url
 
     @property
     def region(self) -> str:
+        """The region clients must sign for."""
         return self.config.region
 
     @property
     def access_key_id(self) -> str:
+        """The access key id the emulator accepts."""
         return self.config.access_key_id
 
     @property
     def secret_access_key(self) -> str:
+        """The secret key that goes with :attr:`access_key_id`."""
         return self.config.secret_access_key
 
     def client_kwargs(self) -> dict[str, str]:
@@ -201,10 +216,11 @@ class EmulatorHarness:
             "medical-imaging", config=Config(inject_host_prefix=False, **config), **self.client_kwargs()
         )
 
-    def aioboto_client(self, **config: Any) -> ClientCreatorContext[AioMedicalImaging]:
+    def aioboto_client(self, **config: Any) -> contextlib.AbstractAsyncContextManager[AioMedicalImaging]:
         """An aiobotocore ``medical-imaging`` client context for this emulator (``async with``).
 
-        Under trio (no asyncio loop running) it uses aiobotocore's httpx session.
+        Under trio (no asyncio loop running) it uses aiobotocore's httpx session
+        (without aiobotocore's warning that it prefers httpx2).
 
         Args:
             config: further ``aiobotocore.config.AioConfig`` settings.
@@ -218,9 +234,10 @@ class EmulatorHarness:
             config["http_session_cls"] = HttpxSession
         if self._aio_session is None:
             self._aio_session = get_session()
-        return self._aio_session.create_client(  # type: ignore[call-overload,no-any-return]
+        creator: ClientCreatorContext[AioMedicalImaging] = self._aio_session.create_client(  # type: ignore[call-overload]
             "medical-imaging", config=AioConfig(inject_host_prefix=False, **config), **self.client_kwargs()
         )
+        return _quietly_entered(creator)
 
     def client(self, **kwargs: Any) -> HealthImagingClient:
         """Our ``HealthImagingClient`` for this emulator (``async with``), set up for tests.
@@ -255,6 +272,7 @@ class EmulatorHarness:
         return self._datastore_id
 
     def create_datastore(self, name: str = "datastore") -> str:
+        """Create an empty ACTIVE datastore and return its id."""
         return self.call(lambda: self._thread.emulator.create_datastore(name))
 
     def seed(
@@ -273,7 +291,9 @@ class EmulatorHarness:
 
         Args:
             count: how many image sets.
-            series, instances, frames: their size.
+            series: series per image set.
+            instances: instances per series.
+            frames: frames per instance.
             primary: make them primary image sets (patient- and series-level updates refused).
             same_study: give them one StudyInstanceUID (the image sets of one study).
             seed: random seed of the metadata; by default 0, 1, 2... per call within a test,
@@ -384,12 +404,14 @@ class EmulatorHarness:
 
         The update lands after the emulator has answered that call and before the
         client receives the answer, so a client that read the version and then
-        writes finds it stale (a deterministic version conflict). Once only;
-        a failure of the other writer's update is raised by the next harness call.
+        writes finds it stale (a deterministic version conflict). Once only.
+        The documents are checked now; should the update still be refused when
+        it lands (the image set DELETED meanwhile), the next harness call raises.
 
         Args:
             image_set_id: the image set.
-            updatable, removable: the other writer's update documents.
+            updatable: the other writer's ``updatableAttributes`` document.
+            removable: the other writer's ``removableAttributes`` document.
             after: the operation whose answer it follows (any of the four).
             force: the other writer sends ``force=true``.
         """
@@ -398,7 +420,24 @@ class EmulatorHarness:
         if updatable is None and removable is None:
             raise ValueError("concurrent_update needs updatable or removable")
         item = _Interleaved(after, image_set_id, updatable, removable, force)
-        self.call(lambda: self._pending.append(item))
+
+        def go() -> None:
+            image_set = self._find(image_set_id, None)
+            problems: list[str] = []
+            for kind, doc in (("updatable", updatable), ("removable", removable)):
+                if doc is not None:
+                    problems += check_document(
+                        doc,
+                        kind=kind,  # type: ignore[arg-type]
+                        force=force,
+                        primary=image_set.is_primary,
+                        metadata=image_set.applied_metadata(),
+                    )
+            if problems:
+                raise ValueError("the service would refuse this update: " + "; ".join(problems))
+            self._pending.append(item)
+
+        self.call(go)
 
     async def _after_answer(self, request: web.Request, response: web.StreamResponse) -> None:
         if not self._pending or not 200 <= response.status < 300:
@@ -576,6 +615,22 @@ class EmulatorHarness:
     def __repr__(self) -> str:
         where = self.endpoint_url if self._loop_ident is not None else "not running"
         return f"<EmulatorHarness {where}>"
+
+
+@contextlib.asynccontextmanager
+async def _quietly_entered(
+    creator: ClientCreatorContext[AioMedicalImaging],
+) -> AsyncIterator[AioMedicalImaging]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*prefers httpx2", category=DeprecationWarning)
+        client = await creator.__aenter__()
+    try:
+        yield client
+    except BaseException as exc:
+        await creator.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await creator.__aexit__(None, None, None)
 
 
 def _on_asyncio() -> bool:
