@@ -49,6 +49,7 @@ from typing import IO, Any, NamedTuple
 
 from async_hi._errors import HealthImagingError
 from async_hi._updates import InvalidUpdateError, MetadataUpdate
+from async_hi.document import key_label
 
 __all__ = [
     "MAX_GROUP_ROWS",
@@ -116,11 +117,9 @@ def _rebuild_error(line: int, problem: str, source: str, last_line: int | None) 
     return ManifestError(line, problem, source=source, last_line=last_line)
 
 
-def _key_name(key: object) -> str:
-    # a key is user text; show it only when it looks like an identifier
-    return (
-        repr(key) if isinstance(key, str) and key.isidentifier() and len(key) <= 64 else "(a non-keyword key)"
-    )
+def _key_name(key: object, known: tuple[str, ...]) -> str:
+    # a key is user text (maybe a value in the wrong place): a digest, never the text
+    return key_label(key, known)
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
@@ -177,23 +176,33 @@ class _Bad(Exception):
     """A PHI-free problem with one line (internal)."""
 
 
+class _NotJson(Exception):
+    """NaN, Infinity or -Infinity: Python's json reads them, JSON has none."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
 def _jsonl_update(raw: bytes) -> MetadataUpdate:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Bad(f"not UTF-8 (byte {exc.start + 1})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         # exc.msg and the column say where; exc.doc would quote the line
         raise _Bad(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except _NotJson:
+        raise _Bad("not valid JSON: NaN and Infinity are not JSON numbers") from None
     except RecursionError:
         raise _Bad("not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
     unknown = [k for k in obj if k not in _JSONL_KEYS]
     if unknown:
-        names = ", ".join(_key_name(k) for k in unknown)
+        names = ", ".join(_key_name(k, tuple(_JSONL_KEYS)) for k in unknown)
         raise _Bad(f"unknown key(s) {names}; allowed: {', '.join(_JSONL_KEYS)}")
     for key in _BOOL_KEYS:
         if key in obj and not isinstance(obj[key], bool):
@@ -265,9 +274,11 @@ def _value(text: str) -> Any:
     if not text.startswith("json:"):
         return text
     try:
-        return json.loads(text[5:])
+        return json.loads(text[5:], parse_constant=_no_constant)
     except (json.JSONDecodeError, RecursionError):
         raise _Bad("value after json: is not valid JSON") from None
+    except _NotJson:
+        raise _Bad("value after json: holds NaN or Infinity, which are not JSON numbers") from None
 
 
 def read_csv(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[ManifestEntry | ManifestError]:
@@ -321,7 +332,8 @@ def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | Manifest
                 if missing:
                     problem += f" missing column(s) {', '.join(missing)};"
                 if unknown:
-                    problem += f" unknown column(s) {', '.join(_key_name(c) for c in unknown)};"
+                    names = ", ".join(_key_name(c, _CSV_REQUIRED + _CSV_OPTIONAL) for c in unknown)
+                    problem += f" unknown column(s) {names};"
                 if len(set(header)) != len(header):
                     problem += " a column is repeated;"
                 problem += f" expected {','.join(_CSV_REQUIRED)}[,{','.join(_CSV_OPTIONAL)}]"
