@@ -27,7 +27,7 @@ from aiobotocore.session import AioSession, get_session
 from async_hi._clock import Clock, SystemClock
 from async_hi._conflict import Budget, Rebase, resolve_update, wait_until_applied
 from async_hi._errors import map_error
-from async_hi._events import EventHook, OperationStats, RateChanged, Recorder
+from async_hi._events import EventHook, OperationStats, RateChanged, Recorder, answer_request_id
 from async_hi._limiter import LimiterConfig, RateLimiter, TokenBucketLimiter
 from async_hi._results import ImageSetInfo, UpdateResult, VersionInfo
 from async_hi._retry import Caller, RetryPolicy
@@ -245,15 +245,27 @@ class HealthImagingClient:
     # -- the one error boundary ----------------------------------------------
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        mapped: BaseException | None = None
         try:
-            return await fn()
+            r = await fn()
         except Exception as exc:
             mapped = map_error(exc, operation)
             if mapped is None or mapped is exc:
                 raise
-        # outside the except block, and from None: botocore's exception (whose text may quote
-        # request content) is neither chained nor kept as context; everything useful is on ``mapped``
-        raise mapped from None
+        if mapped is not None:
+            # outside the except block, and from None: botocore's exception (whose text may quote
+            # request content) is neither chained nor kept as context; what is useful is on ``mapped``
+            raise mapped from None
+        if self._recorder.hook is not None:
+            self._note_request_id(r)
+        return r
+
+    def _note_request_id(self, response: object) -> None:
+        """Keep the answer's request id for ``RequestFinished`` (only when a hook listens)."""
+        if self._recorder.hook is not None and isinstance(response, Mapping):
+            meta = response.get("ResponseMetadata")
+            if isinstance(meta, Mapping):
+                answer_request_id.set(meta.get("RequestId"))
 
     # -- reads -----------------------------------------------------------------
 
@@ -293,6 +305,7 @@ class HealthImagingClient:
 
         async def fetch() -> bytes:
             r = await self.raw.get_image_set_metadata(**kwargs)
+            self._note_request_id(r)
             async with r["imageSetMetadataBlob"] as body:
                 data: bytes = await body.read()
             return data

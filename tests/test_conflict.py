@@ -19,6 +19,7 @@ from async_hi import (
     ThrottlingError,
     UpdateBuilder,
     UpdateFinished,
+    UpdateStarted,
     ValidationError,
     Waiting,
 )
@@ -182,6 +183,11 @@ async def test_async_rebase_returning_none_drops_the_update() -> None:
     assert r.outcome == "dropped"
     assert r.latest_version_id == "2"
     assert svc.sent == ["1"]  # the 409 (version moved under us), then nothing more
+    ends = [e for e in events if isinstance(e, (UpdateStarted, UpdateFinished))]
+    assert ends == [
+        UpdateStarted(svc.image_set_id),
+        UpdateFinished(svc.image_set_id, "2", "dropped", 1, ends[1].seconds),
+    ]
     assert [v[0] for v in svc.versions()] == [1, 2]
 
 
