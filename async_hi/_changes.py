@@ -23,6 +23,9 @@ and answers two questions about a version ``after`` made from ``before``:
 - :func:`shows`: does the version hold exactly the values the update sets
   (compared strictly: ``1`` is not ``true``, ``"1.1"`` is not ``1.1``) and none
   of the keys it removes?
+- :func:`plausibly_shows`: could it hold them as a service that normalises
+  what it stores would (:func:`could_be_stored_as`, a generous equivalence)?
+  If not, the version is provably not this update's write either.
 
 A revert names everything: it is judged by :func:`same_content` against the
 service's own document of the version reverted to.
@@ -30,6 +33,8 @@ service's own document of the version reverted to.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,9 +44,11 @@ from async_hi._updates import MetadataUpdate
 __all__ = [
     "Named",
     "changed_paths",
+    "could_be_stored_as",
     "flatten",
     "named_changes",
     "outside_named",
+    "plausibly_shows",
     "same_content",
     "shows",
     "strictly_equal",
@@ -98,6 +105,13 @@ def _children(node: Any, key: str) -> Mapping[str, Any]:
     return {}
 
 
+def _remove_whole(named: Named, prefix: Path) -> None:
+    named.whole.add(prefix)
+    named.gone.add(prefix)
+    for path in [p for p in named.sets if p[: len(prefix)] == prefix]:
+        del named.sets[path]  # set, then removed with its series or instance
+
+
 def _walk_update(named: Named, doc: Any, *, removing: bool) -> None:
     """Add one document's paths (the updatable or the removable one) to ``named``."""
     if not isinstance(doc, Mapping):
@@ -120,8 +134,7 @@ def _walk_update(named: Named, doc: Any, *, removing: bool) -> None:
         s_path: Path = ("Series", suid)
         named.objects.add(s_path)
         if removing and isinstance(series, Mapping) and not series:
-            named.whole.add(s_path)  # {} removes the whole series
-            named.gone.add(s_path)
+            _remove_whole(named, s_path)  # {} removes the whole series
             continue
         s_dicom = _dicom(series)
         new_suid = s_dicom.get("SeriesInstanceUID")
@@ -137,8 +150,7 @@ def _walk_update(named: Named, doc: Any, *, removing: bool) -> None:
             i_path: Path = (*s_final, "Instances", iuid)
             named.objects.add(i_path)
             if removing and isinstance(inst, Mapping) and not inst:
-                named.whole.add(i_path)
-                named.gone.add(i_path)
+                _remove_whole(named, i_path)
                 continue
             i_dicom = _dicom(inst)
             new_iuid = i_dicom.get("SOPInstanceUID")
@@ -252,6 +264,64 @@ def shows(named: Named, metadata: Mapping[str, Any]) -> bool:
     if any(path in leaves for path in named.removes):
         return False
     return not any(p[: len(prefix)] == prefix for prefix in named.gone for p in leaves)
+
+
+_DATE_TIME = re.compile(r"[0-9][0-9 .:+-]*")
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _canonical(value: Any) -> Any:
+    """A value as any plausible normalising store would leave it: a generous equivalence."""
+    if isinstance(value, (list, tuple)):
+        items = [_canonical(v) for v in value]
+        return items[0] if len(items) == 1 else tuple(items)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), repr(_canonical(v))) for k, v in value.items()))
+    if isinstance(value, str):
+        text = value.strip(" \x00\t\r\n")
+        if "\\" in text:  # DICOM's multi-value separator: the same values as a list
+            return _canonical(text.split("\\"))
+        number = _number(text)
+        if number is None and _DATE_TIME.fullmatch(text):  # 2020-01-31 / 20200131, 12:30 / 1230
+            text = re.sub(r"[ .:+-]", "", text)
+            number = _number(text)
+        if number is not None:
+            return number
+        text = text.rstrip("^=").casefold()  # person names: empty trailing components
+        return text or None
+    return value
+
+
+def could_be_stored_as(sent: Any, stored: Any) -> bool:
+    """Whether a service that normalises what it stores could turn ``sent`` into ``stored``.
+
+    Our choice, deliberately generous (only used to rule a version *out*): the
+    same after trimming spaces and NULs, ignoring case, empty trailing
+    person-name components, date/time separators, a one-element list for a
+    single value, backslash-separated values for a list, numbers written
+    another way, and empty for absent.
+    """
+    return bool(_canonical(sent) == _canonical(stored))
+
+
+def plausibly_shows(named: Named, metadata: Mapping[str, Any]) -> bool:
+    """:func:`shows`, up to :func:`could_be_stored_as`: every set value, and no removed key."""
+    leaves = flatten(metadata)
+    for path, value in named.sets.items():
+        if not could_be_stored_as(value, leaves.get(path)):
+            return False
+    return not any(path in leaves for path in named.removes)
 
 
 def same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
