@@ -55,6 +55,8 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        """The request's change is in place: applied now (or found present), dropped as nothing
+        to do, or skipped as applied by an earlier run."""
         return self.status in DONE_STATUSES or (self.status == "skipped" and self.previous == "applied")
 
 

@@ -23,7 +23,16 @@ from types import ModuleType
 
 from benchmarks._common import Mode, Row, machine, machine_line, progress, table, to_json
 
-SCENARIOS = ["overhead", "quota", "isolation", "contention", "scale", "shared_quota", "fault_soak"]
+SCENARIOS = [
+    "overhead",
+    "quota",
+    "isolation",
+    "contention",
+    "scale",
+    "shared_quota",
+    "fault_soak",
+    "testing_reset",
+]
 
 
 def scenario(name: str) -> ModuleType:
