@@ -134,9 +134,15 @@ class EmulatorHarness:
             return fn()
         return self._thread.call(fn)
 
+    def set_baseline(self) -> None:
+        """Make the data held now what :meth:`reset` returns to: seed or import once per session,
+        then each test starts from a fresh copy of it."""
+        self.call(self._thread.emulator.set_baseline)
+
     def reset(self) -> None:
-        """Back to just after start, on the same port: no datastores or image sets, an empty
-        call log, no pending :meth:`concurrent_update`, the configuration it was built with."""
+        """Back to the start, on the same port: no datastores or image sets (or a copy of the
+        :meth:`set_baseline` ones), an empty call log, no pending :meth:`concurrent_update`,
+        the configuration it was built with."""
 
         def go() -> None:
             self._thread.emulator.reset()
