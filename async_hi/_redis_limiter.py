@@ -27,7 +27,9 @@ When Redis is unreachable (connection refused, timeout), ``on_unavailable``
 decides, explicitly:
 
 - ``"fail"`` (the default): ``acquire`` raises :class:`RedisUnavailableError`.
-  Nothing is sent that the shared quota has not granted.
+  Nothing is sent that the shared quota has not granted. A bulk run stops
+  sending on it (unsent requests stay unsent, not failed). A lost
+  ``on_throttle``/``on_success`` adjustment is logged once per outage.
 - ``"local"``: fall back to an in-process GCRA at ``rate / fallback_share`` (a
   conservative slice: set ``fallback_share`` to the number of processes that
   share the account), log a warning, and try Redis again after
@@ -56,7 +58,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from async_hi import contract
-from async_hi._errors import HealthImagingError
+from async_hi._errors import LimiterUnavailableError
 
 __all__ = ["RedisLimiter", "RedisLimiterConfig", "RedisUnavailableError"]
 
@@ -117,8 +119,12 @@ return {string.format('%.0f', wait), string.format('%.17g', rate)}
 """
 
 
-class RedisUnavailableError(HealthImagingError, ConnectionError):
-    """Redis could not be reached, and ``on_unavailable="fail"``: no request may be sent."""
+class RedisUnavailableError(LimiterUnavailableError):
+    """Redis could not be reached, and ``on_unavailable="fail"``: no request may be sent.
+
+    ``update_many`` (and ``async-hi update``) stop sending on it; see
+    :class:`~async_hi._errors.LimiterUnavailableError`.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +256,7 @@ class RedisLimiter:
         self._slots: dict[str, anyio.Semaphore] = {}
         self._local: dict[str, _LocalGcra] = {}
         self._down_until: float | None = None
+        self._adjust_lost = False  # a lost adjustment was logged in this outage
 
     def __repr__(self) -> str:
         rates = ", ".join(f"{op}: {r:.3g} tps" for op, r in sorted(self._rates.items()))
@@ -350,6 +357,7 @@ class RedisLimiter:
                 )
             self._down_until = self._now() + self.config.retry_redis_after
             return None
+        self._adjust_lost = False
         if self._down_until is not None:
             log.warning("Redis reachable again: scope %r shares its quota through Redis", self.config.scope)
             self._down_until = None
@@ -373,8 +381,15 @@ class RedisLimiter:
         try:
             shared = await self._run(operation, mode, retry_us)
         except RedisUnavailableError:
-            # a lost adjustment is not worth failing the request over; acquire still fails closed
-            log.warning("Redis unreachable: could not record %s for %s", mode, operation)
+            # a lost adjustment is not worth failing the request over; acquire still fails closed.
+            # Said once per outage: every call in flight when Redis went away ends up here.
+            if not self._adjust_lost:
+                self._adjust_lost = True
+                log.warning(
+                    "Redis unreachable: could not record %s for %s (further lost adjustments not logged)",
+                    mode,
+                    operation,
+                )
             return
         local = self._local.get(operation)
         if shared is None and local is not None and mode == "throttle":
