@@ -167,6 +167,7 @@ async def test_stale_and_future_versions_conflict(
 
 async def test_write_while_locked_conflicts(raw: RawClient, one: tuple[str, str]) -> None:  # OC04
     d, i = one
+    raw.emu.reconfigure(lock_seconds=5.0)  # the window outlasts three requests on a loaded machine
     assert (
         await raw.send(raw.url(d, i, "updateImageSetMetadata", "latestVersion=1"), STUDY_UPDATE)
     ).is_success
