@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import gzip
 import json
+import math
 import random
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,9 +28,9 @@ from async_hi._clock import Clock, SystemClock
 from async_hi._conflict import Budget, Rebase, resolve_update, wait_until_applied
 from async_hi._errors import map_error
 from async_hi._events import EventHook, OperationStats, RateChanged, Recorder
-from async_hi._limiter import LimiterConfig, RateLimiter, TokenBucketLimiter
+from async_hi._limiter import LimiterConfig, RateLimiter, RecentQuantile, SendSpacing, TokenBucketLimiter
 from async_hi._results import ImageSetInfo, UpdateResult, VersionInfo
-from async_hi._retry import Caller, RetryPolicy
+from async_hi._retry import SEND_AT, Caller, RetryPolicy
 from async_hi._updates import MetadataUpdate
 from async_hi.contract import OPERATIONS
 
@@ -40,6 +41,8 @@ __all__ = ["HealthImagingClient"]
 
 T = TypeVar("T")
 _UPDATE = "UpdateImageSetMetadata"
+#: the longest a burst-1 send is held back to line up with its granted time
+_MAX_SEND_DELAY = 0.02
 Transport = Literal["aiohttp", "httpx"]
 
 
@@ -122,7 +125,9 @@ class HealthImagingClient:
         self._raw: _RawClient | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._write_locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
-        self._last_update_send = float("-inf")
+        self._gap = limiter.send_gap if isinstance(limiter, SendSpacing) else None
+        self._last_send: dict[str, float] = {}
+        self._prep: dict[str, RecentQuantile] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -170,8 +175,8 @@ class HealthImagingClient:
             raise
         for op in OPERATIONS:  # buckets start (empty) now, not at the first call
             self.limiter.current_rate(op)
-        # the last moment before the wire: see _space_sends
-        raw.meta.events.register(f"before-send.medical-imaging.{_UPDATE}", cast(Any, self._space_sends))
+        # the last moment before the wire: see _pace_send
+        raw.meta.events.register("before-send.medical-imaging", cast(Any, self._pace_send))
         self._raw = raw
         self._stack = stack
         return self
@@ -193,25 +198,39 @@ class HealthImagingClient:
             raise RuntimeError("the client is not open; use 'async with HealthImagingClient(...) as client'")
         return self._raw
 
-    async def _space_sends(self, **kwargs: Any) -> None:
-        """Keep update *sends* at least 1/rate apart (burst-1 quotas only).
+    async def _pace_send(self, **kwargs: Any) -> None:
+        """Send a burst-1 operation's request at the time the limiter granted, and never two too close.
 
-        The token bucket spaces the grants, but botocore takes a variable 2-9 ms
-        (serialising, signing, other tasks running) between a grant and the
-        request leaving; at burst 1 the service counts arrivals, so two sends
-        closer than 1/rate are a 429 even when the grants were not. This guard
-        runs in botocore's before-send event, after signing, and waits out the
-        difference (milliseconds). Returns None, so botocore sends as usual.
+        At burst 1 the service counts *arrivals*: two requests closer than
+        1/quota are a 429 however the grants were spaced. botocore takes a
+        variable time (serialising, signing, other tasks running: about 1 ms,
+        tens under load) between the grant and the request leaving. This hook
+        runs in botocore's before-send event, after signing, and waits until
+        ``grant + D``, where D is the 90th percentile of that time over the
+        last 64 sends (at most 20 ms), so sends keep the grid's absolute
+        spacing; and until ``send_gap`` after this client's previous send of
+        the operation, so a late one never crowds the next. Returns None, so
+        botocore sends as usual.
         """
-        lim = self.limiter
-        if not isinstance(lim, TokenBucketLimiter) or lim.config.quota(_UPDATE).burst != 1:
+        grant = SEND_AT.get()
+        if grant is None or self._gap is None:
             return
-        now = self.clock.now()
-        earliest = self._last_update_send + 1.0 / lim.current_rate(_UPDATE)
-        if now < earliest:
-            await self.clock.sleep(earliest - now)
-            now = self.clock.now()
-        self._last_update_send = now
+        op, at = grant
+        gap = self._gap(op)
+        if gap <= 0:
+            return
+        clock = self.clock
+        now = clock.now()
+        prep = self._prep.get(op)
+        if prep is None:
+            prep = self._prep[op] = RecentQuantile(0.9)
+        prep.add(now - at)
+        target = max(at + min(prep.value, _MAX_SEND_DELAY), self._last_send.get(op, -math.inf) + gap)
+        # reserved before sleeping: a request reaching this hook meanwhile is spaced after this one
+        self._last_send[op] = max(target, now)
+        if target > now:
+            await clock.sleep(target - now)
+            self._last_send[op] = max(self._last_send[op], clock.now())
 
     # -- the one error boundary ----------------------------------------------
 

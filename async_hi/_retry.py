@@ -10,9 +10,9 @@ earlier attempt was applied.
 
 from __future__ import annotations
 
+import contextvars
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,9 +27,15 @@ from async_hi._errors import (
 from async_hi._events import Recorder, RequestFinished, Retrying
 from async_hi._limiter import RateLimiter
 
-__all__ = ["Caller", "RetryPolicy", "is_retryable"]
+__all__ = ["SEND_AT", "Caller", "RetryPolicy", "is_retryable"]
 
 T = TypeVar("T")
+
+#: (operation, send time) of the request this task is sending: the client's before-send hook
+#: reads it to send at the time the limiter granted
+SEND_AT: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
+    "async_hi_send_at", default=None
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,15 +121,6 @@ class Caller:
         self.policy = policy
         self.rng = rng or random.Random()
 
-    @asynccontextmanager
-    async def slot(self, operation: str) -> AsyncIterator[None]:
-        """Hold a slot and a token of ``operation`` for one request."""
-        await self.limiter.acquire(operation)
-        try:
-            yield
-        finally:
-            self.limiter.release(operation)
-
     async def send(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
         """One request (the caller holds the slot): record it, and tell the limiter how it went."""
         t0 = self.clock.now()
@@ -143,9 +140,18 @@ class Caller:
         return result
 
     async def once(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
-        """Take a slot and a token, then :meth:`send`."""
-        async with self.slot(operation):
-            return await self.send(operation, image_set_id, fn)
+        """Take a slot and a send time, then :meth:`send` (at that time)."""
+        at = await self.limiter.acquire(operation)
+        try:
+            if at is None:
+                return await self.send(operation, image_set_id, fn)
+            token = SEND_AT.set((operation, at))
+            try:
+                return await self.send(operation, image_set_id, fn)
+            finally:
+                SEND_AT.reset(token)
+        finally:
+            self.limiter.release(operation)
 
     async def with_retries(
         self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]
