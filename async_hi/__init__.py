@@ -38,8 +38,10 @@ from async_hi._events import (
     OperationStats,
     RateChanged,
     RequestFinished,
+    RequestStarted,
     Retrying,
     UpdateFinished,
+    UpdateStarted,
     Waiting,
 )
 from async_hi._journal import Journal, JournalError, JournalMismatchError
@@ -108,6 +110,7 @@ __all__ = [
     "RedisLimiterConfig",
     "RedisUnavailableError",
     "RequestFinished",
+    "RequestStarted",
     "ResourceNotFoundError",
     "ResponseLostError",
     "RetriesExhaustedError",
@@ -123,6 +126,7 @@ __all__ = [
     "UpdateError",
     "UpdateFinished",
     "UpdateResult",
+    "UpdateStarted",
     "ValidationError",
     "VersionInfo",
     "VersionReader",

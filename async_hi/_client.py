@@ -27,7 +27,7 @@ from aiobotocore.session import AioSession, get_session
 from async_hi._clock import Clock, SystemClock
 from async_hi._conflict import Budget, Rebase, resolve_update, wait_until_applied
 from async_hi._errors import map_error
-from async_hi._events import EventHook, OperationStats, RateChanged, Recorder
+from async_hi._events import EventHook, OperationStats, RateChanged, Recorder, answer_request_id
 from async_hi._limiter import LimiterConfig, RateLimiter, RecentQuantile, SendSpacing, TokenBucketLimiter
 from async_hi._results import ImageSetInfo, UpdateResult, VersionInfo
 from async_hi._retry import SEND_AT, Caller, RetryPolicy
@@ -236,12 +236,22 @@ class HealthImagingClient:
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await fn()
+            r = await fn()
         except Exception as exc:
             mapped = map_error(exc, operation)
             if mapped is None or mapped is exc:
                 raise
             raise mapped from exc
+        if self._recorder.hook is not None:
+            self._note_request_id(r)
+        return r
+
+    def _note_request_id(self, response: object) -> None:
+        """Keep the answer's request id for ``RequestFinished`` (only when a hook listens)."""
+        if self._recorder.hook is not None and isinstance(response, Mapping):
+            meta = response.get("ResponseMetadata")
+            if isinstance(meta, Mapping):
+                answer_request_id.set(meta.get("RequestId"))
 
     # -- reads -----------------------------------------------------------------
 
@@ -281,6 +291,7 @@ class HealthImagingClient:
 
         async def fetch() -> bytes:
             r = await self.raw.get_image_set_metadata(**kwargs)
+            self._note_request_id(r)
             async with r["imageSetMetadataBlob"] as body:
                 data: bytes = await body.read()
             return data
@@ -347,6 +358,7 @@ class HealthImagingClient:
         *,
         wait: bool = False,
         rebase: Rebase | None = None,
+        version_hint: str | None = None,
     ) -> UpdateResult:
         """UpdateImageSetMetadata, rate limited, retried and conflict-resolved.
 
@@ -360,6 +372,9 @@ class HealthImagingClient:
             rebase: ``rebase(fresh_metadata, update)`` when the version moved:
                 return the update to send now, or None to drop it. Without it the
                 update is resent unchanged at the new version.
+            version_hint: a version believed current (``update_many`` passes the version
+                its own last write created): written at without a GetImageSet first.
+                Only a hint: a stale refusal costs one read and takes the normal path.
 
         Raises:
             ValidationError and other ServiceError: refused by the service.
@@ -373,7 +388,9 @@ class HealthImagingClient:
         self._write_locks[key] = (lock, users + 1)
         try:
             async with lock:
-                return await resolve_update(update, ops=self, caller=self._caller, rebase=rebase, wait=wait)
+                return await resolve_update(
+                    update, ops=self, caller=self._caller, rebase=rebase, wait=wait, version_hint=version_hint
+                )
         finally:
             lock, users = self._write_locks[key]
             if users <= 1:

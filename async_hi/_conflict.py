@@ -37,6 +37,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import anyio
+
 from async_hi._clock import Clock
 from async_hi._errors import (
     ConflictError,
@@ -51,7 +53,7 @@ from async_hi._errors import (
     ServiceError,
     ThrottlingError,
 )
-from async_hi._events import Retrying, UpdateFinished, Waiting
+from async_hi._events import Retrying, UpdateFinished, UpdateStarted, Waiting
 from async_hi._results import ImageSetInfo, UpdateOutcome, UpdateResult
 from async_hi._retry import Caller, RetryPolicy
 from async_hi._updates import MetadataUpdate
@@ -223,6 +225,7 @@ async def resolve_update(
     caller: Caller,
     rebase: Rebase | None = None,
     wait: bool = False,
+    version_hint: str | None = None,
 ) -> UpdateResult:
     """Write ``update`` and bring it to an end (see the module docstring).
 
@@ -232,6 +235,10 @@ async def resolve_update(
         caller: limiter, clock, counters, policy and jitter source.
         rebase: recompute the update when the version moved (None: resend it unchanged).
         wait: poll until the new version is UPDATED or UPDATE_FAILED.
+        version_hint: a version the caller believes current (the bulk runner knows the
+            version its own last write created): the first write goes at it without
+            reading first. A hint, not a precondition: a stale refusal leads to a read
+            and the normal path. Ignored when the update pins another ``latest_version_id``.
 
     Raises:
         InvalidUpdateError, ValidationError, ...: the service or our checks refused the update.
@@ -240,13 +247,19 @@ async def resolve_update(
         OutcomeUnknownError: a budget ran out while an earlier write's fate was unknown.
     """
     d, i = update.datastore_id, update.image_set_id
+    if version_hint is not None and not (isinstance(version_hint, str) and version_hint.isdecimal()):
+        raise ValueError(f"version_hint must be a decimal string, got {version_hint!r}")
     budget = Budget(d, i, caller.policy, caller.clock)
+    if caller.recorder.listening:
+        caller.recorder.emit(UpdateStarted(i))
     current = update
     # read before the first write, even when the caller gave a version (unless the policy says not
     # to): a read costs 1/100 of a write's quota, and a stale version found by a read is rebased or
     # retried without a 409
     computed_at = update.latest_version_id
     base: str | None = None if caller.policy.read_before_write else computed_at
+    if version_hint is not None and computed_at in (None, version_hint):
+        base = version_hint
     outcome: UpdateOutcome = "applied"
     conflict_at: str | None = None
     try:
@@ -275,6 +288,7 @@ async def resolve_update(
                 if rebased is None:
                     outcome = "dropped"
                     info = await ops.get_image_set(d, i)
+                    _ended(caller, budget, info.version_id, outcome)
                     return _result(d, i, info, outcome=outcome, budget=budget, base=base)
                 current = rebased
             computed_at = base
@@ -311,6 +325,15 @@ async def resolve_update(
             # e.g. a UID change that no longer applies because our lost write did apply
             raise budget.fail(OutcomeUnknownError, f"refused ({exc.code})") from exc
         raise
+    except BaseException as exc:  # cancelled, or a bug (the rebase function's, ours): still an end
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        _ended(caller, budget, None, "cancelled" if cancelled else "error")
+        raise
+
+
+def _ended(caller: Caller, budget: Budget, version_id: str | None, outcome: str) -> None:
+    elapsed = caller.clock.now() - budget.start
+    caller.recorder.emit(UpdateFinished(budget.ids[1], version_id, outcome, budget.attempts, elapsed))
 
 
 async def _backoff(caller: Caller, image_set_id: str, budget: Budget, exc: BaseException | None) -> None:

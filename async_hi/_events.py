@@ -3,13 +3,17 @@
 Every event is a frozen slotted dataclass carrying ids, operation names,
 numbers and codes, never attribute values. Attach a hook with
 ``HealthImagingClient(on_event=...)``; read the counters with
-``client.stats()``.
+``client.stats()``. ``RequestStarted``/``RequestFinished`` and
+``UpdateStarted``/``UpdateFinished`` come in pairs, emitted in the task that
+does the work (so a hook can keep per-task state in a ``ContextVar``:
+``async_hi.otel`` turns the pairs into spans).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 __all__ = [
@@ -18,20 +22,40 @@ __all__ = [
     "OperationStats",
     "RateChanged",
     "RequestFinished",
+    "RequestStarted",
     "Retrying",
     "UpdateFinished",
+    "UpdateStarted",
     "Waiting",
 ]
 
 log = logging.getLogger("async_hi")
+
+#: The request id of the answer just received in this task: set by the client's error boundary
+#: when a hook listens, read by ``Caller.send`` for :class:`RequestFinished`.
+answer_request_id: ContextVar[str | None] = ContextVar("async_hi_answer_request_id", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted:
+    """A request (attempt) leaves, holding the limiter's slot and token; ``queued`` is the
+    seconds it waited for them. Emitted only when a hook listens; always followed by a
+    :class:`RequestFinished` in the same task."""
+
+    operation: str
+    image_set_id: str | None
+    queued: float
 
 
 @dataclass(frozen=True, slots=True)
 class RequestFinished:
     """One request (attempt) got an answer or failed.
 
-    ``outcome`` is ``"ok"``, an error code (``"ThrottlingException"``, ...) or
-    ``"ConnectError"`` / ``"ResponseLostError"``.
+    ``outcome`` is ``"ok"``, an error code (``"ThrottlingException"``, ...),
+    ``"ConnectError"`` / ``"ResponseLostError"``, ``"cancelled"`` (the caller
+    was cancelled while the request was out: not counted in ``stats()``), or the
+    exception's type name when an answer could not be read.
+    ``request_id`` is the service's request id, when an answer carried one.
     """
 
     operation: str
@@ -39,6 +63,7 @@ class RequestFinished:
     outcome: str
     status: int | None
     seconds: float
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +96,18 @@ class RateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateStarted:
+    """An update begins (``update_image_set_metadata``, after this client's per-image-set
+    write lock); always followed by an :class:`UpdateFinished` in the same task."""
+
+    image_set_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateFinished:
     """An update came to an end: ``outcome`` is ``"applied"``, ``"already-applied"``, ``"dropped"``
-    (the rebase function returned None), ``"update-failed"`` or ``"error"``."""
+    (the rebase function returned None), ``"update-failed"``, ``"error"`` (it raised) or
+    ``"cancelled"`` (the caller was cancelled)."""
 
     image_set_id: str
     version_id: str | None
@@ -82,7 +116,7 @@ class UpdateFinished:
     seconds: float
 
 
-Event = RequestFinished | Retrying | Waiting | RateChanged | UpdateFinished
+Event = RequestStarted | RequestFinished | Retrying | Waiting | RateChanged | UpdateStarted | UpdateFinished
 EventHook = Callable[[Event], None]
 
 
@@ -132,8 +166,13 @@ class Recorder:
     def count(self, operation: str, name: str, n: int = 1) -> None:
         self._c(operation)[name] += n
 
+    @property
+    def listening(self) -> bool:
+        """Whether a hook listens (events only a hook needs are not even built otherwise)."""
+        return self.hook is not None
+
     def emit(self, event: Event) -> None:
-        if isinstance(event, RequestFinished):
+        if isinstance(event, RequestFinished) and event.outcome != "cancelled":
             c = self._c(event.operation)
             c["calls"] += 1
             if event.outcome == "ok":

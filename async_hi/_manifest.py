@@ -1,10 +1,10 @@
 """Manifests: streaming JSON Lines and CSV readers with line-numbered errors.
 
-A manifest is read one line at a time (memory stays flat for any length); the
+A manifest is read as a stream (memory stays flat for any length); the
 readers yield a :class:`ManifestEntry` ``(line, update)`` for every request and
 a :class:`ManifestError` for every bad line, then go on with the next line.
-The caller decides whether an error stops the job. Errors name the line and
-the problem, never an attribute value (PHI).
+The caller decides whether an error stops the job. Errors name the (physical,
+1-based) line and the problem, never an attribute value (PHI).
 
 JSON Lines (``.jsonl`` / ``.ndjson``), one request per line, blank lines skipped::
 
@@ -18,7 +18,9 @@ JSON Lines (``.jsonl`` / ``.ndjson``), one request per line, blank lines skipped
 ``removableAttributes`` documents (plain JSON, never base64). Either or both,
 or ``revertToVersionId`` instead. ``force``, ``latestVersionId``,
 ``includeStudyImageSets`` and ``primary`` are optional. Any other key is an
-error.
+error. The JSON is strict: ``NaN``/``Infinity``, a number out of the float
+range and an object with the same key twice (parsers differ on which wins)
+are errors. A UTF-8 byte order mark on the first line is skipped.
 
 CSV (``.csv``), a header row then one attribute per row. Columns (any order):
 
@@ -34,13 +36,22 @@ form one request whose line number is its first row's; a group is cut short
 after :data:`MAX_GROUP_ROWS` rows, or where a row would set an attribute the
 group removes (or the reverse), so the rows always apply in file order. A bad
 row makes its whole group an error (nothing of that group is sent).
+
+The CSV is parsed by the ``csv`` module on the stream (RFC 4180 quoting), so a
+quoted value may hold commas, quotes (doubled) and newlines; a row's line
+number is the physical line it starts on, and a quoted newline never starts a
+row. A record the parser cannot read (a quote out of place, a value never
+closed, a bare carriage return outside quotes, a line over
+:data:`MAX_LINE_BYTES`) ends the reading with one error: past a quoting
+mistake no later line can be trusted to be a row of its own, so nothing after
+it is sent. A UTF-8 byte order mark on the first line is skipped.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,10 +71,11 @@ __all__ = [
     "read_manifest",
 ]
 
-#: A longer line is an error (and is skipped without being held in memory).
+#: A longer line is an error, never held in memory (JSON Lines: that line; CSV: the rest of the file).
 MAX_LINE_BYTES = 1 << 20
 #: CSV rows per request at most; a longer run for one image set becomes several requests.
 MAX_GROUP_ROWS = 500
+_BOM = b"\xef\xbb\xbf"
 
 _JSONL_KEYS = {
     "datastoreId": "datastore_id",
@@ -162,6 +174,8 @@ def read_jsonl(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[ManifestE
             if raw is None:
                 yield ManifestError(number, f"line longer than {MAX_LINE_BYTES} bytes", source=name)
                 continue
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]  # a UTF-8 byte order mark (Windows editors write one)
             if not raw.strip():
                 continue
             try:
@@ -177,18 +191,47 @@ class _Bad(Exception):
     """A PHI-free problem with one line (internal)."""
 
 
-def _jsonl_update(raw: bytes) -> MetadataUpdate:
+class _Duplicate(Exception):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Duplicate  # which value wins differs between parsers: the line is ambiguous
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise _Bad(f"not valid JSON: {name} is not a JSON number")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Bad("not valid JSON: a number is out of range")
+    return value
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: no NaN or Infinity, no number out of range, no key given twice."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Bad(f"not UTF-8 (byte {exc.start + 1})") from None
-    try:
-        obj = json.loads(text)
+        return json.loads(text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_number)
     except json.JSONDecodeError as exc:
         # exc.msg and the column say where; exc.doc would quote the line
         raise _Bad(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise _Bad("not valid JSON: nested too deeply") from None
+    except _Duplicate:
+        raise _Bad("not valid JSON: an object has the same key twice") from None
+
+
+def _jsonl_update(raw: bytes) -> MetadataUpdate:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Bad(f"not UTF-8 (byte {exc.start + 1})") from None
+    obj = _loads(text)
     if not isinstance(obj, dict):
         raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
     unknown = [k for k in obj if k not in _JSONL_KEYS]
@@ -265,8 +308,8 @@ def _value(text: str) -> Any:
     if not text.startswith("json:"):
         return text
     try:
-        return json.loads(text[5:])
-    except (json.JSONDecodeError, RecursionError):
+        return _loads(text[5:])
+    except _Bad:
         raise _Bad("value after json: is not valid JSON") from None
 
 
@@ -288,30 +331,113 @@ def read_csv(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[ManifestEnt
             stream.close()
 
 
+class _Feed:
+    """The physical lines of a binary stream, as text for ``csv.reader``, counted.
+
+    Each line keeps its line ending (a quoted newline is part of a value). A
+    line that is not UTF-8 is decoded with ``surrogateescape`` and remembered,
+    so the record holding it is an error that names it. A line longer than
+    :data:`MAX_LINE_BYTES` ends the feed (it is skipped without being held);
+    ``too_long`` says where.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.number = 0  # physical lines handed to the parser so far
+        self.not_utf8: dict[int, int] = {}  # line -> first bad byte (1-based)
+        self.too_long: int | None = None
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        if self.too_long is not None:
+            raise StopIteration
+        chunk = self.stream.readline(MAX_LINE_BYTES + 1)
+        if not chunk:
+            raise StopIteration
+        self.number += 1
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            while chunk and not chunk.endswith(b"\n"):
+                chunk = self.stream.readline(MAX_LINE_BYTES)
+            self.too_long = self.number
+            raise StopIteration
+        encoding = "utf-8-sig" if self.number == 1 else "utf-8"
+        try:
+            return chunk.decode(encoding)
+        except UnicodeDecodeError as exc:
+            self.not_utf8[self.number] = exc.start + 1
+            return chunk.decode(encoding, "surrogateescape")
+
+    def problem_in(self, first: int, last: int) -> str | None:
+        """The first undecodable line of ``first..last``, as a problem (and forget lines up to ``last``)."""
+        problem = None
+        for n in sorted(n for n in self.not_utf8 if n <= last):
+            byte = self.not_utf8.pop(n)
+            if problem is None and n >= first:
+                where = "" if first == last else f"line {n}: "
+                problem = f"{where}not UTF-8 (byte {byte})"
+        return problem
+
+
+_CSV_ERRORS = (
+    ("unexpected end of data", "a quoted value is not closed before the end of the file"),
+    ("expected after", "a quote ends a value that goes on (quote the whole value; double a quote inside it)"),
+    ("new-line character", "a carriage return inside an unquoted value"),
+    ("field larger than", "a value longer than {limit} characters"),
+)
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    for needle, problem in _CSV_ERRORS:
+        if needle in text:
+            return problem.format(limit=csv.field_size_limit())
+    return "not valid CSV"
+
+
 def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | ManifestError]:
-    lines = _lines(stream)
+    """Records (rows, quoted newlines included) from ``csv.reader`` on the stream, grouped.
+
+    A record the CSV parser cannot read (a quote out of place, a value never
+    closed, an over-long line) ends the reading: where the quoting went wrong
+    is unknowable, so no later line can be trusted to be a row of its own. It
+    and everything after it is one error, and nothing of it is sent.
+    """
+    feed = _Feed(stream)
+    reader = csv.reader(feed, strict=True)
     columns: list[str] | None = None
     group: _Group | None = None
-    for number, raw in lines:
+    while True:
+        first = feed.number + 1
+        stop: str | None = None
+        try:
+            cells = next(reader)
+        except StopIteration:
+            cells = None
+        except csv.Error as exc:
+            cells, stop = None, _csv_problem(exc)
+        if feed.too_long is not None:
+            stop = f"line {feed.too_long} is longer than {MAX_LINE_BYTES} bytes"
+            if feed.too_long != first:
+                stop = f"a quoted value runs into {stop}"
+        if cells is None:
+            if group is not None:
+                yield _finish(group, name)
+            if stop is not None:
+                what = "bad header" if columns is None else "not valid CSV"
+                yield ManifestError(
+                    first, f"{what}: {stop}; this line and every line after it are not read", source=name
+                )
+            return
+        last = feed.number
+        row_error = feed.problem_in(first, last)
+        if not cells or (len(cells) == 1 and not cells[0].strip() and row_error is None):
+            continue  # a blank line
         row: dict[str, str] = {}
-        row_error: str | None = None
-        if raw is None:
-            row_error = f"line longer than {MAX_LINE_BYTES} bytes"
-            cells: list[str] = []
-        else:
-            try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                text, row_error = "?", f"not UTF-8 (byte {exc.start + 1})"
-            if not text.strip():
-                continue
-            try:
-                cells = next(csv.reader(io.StringIO(text), strict=True)) if row_error is None else []
-            except (csv.Error, StopIteration):
-                cells, row_error = [], "not a valid CSV row (check the quoting)"
         if columns is None:
             if row_error is not None:
-                yield ManifestError(number, f"bad header: {row_error}", source=name)
+                yield ManifestError(first, f"bad header: {row_error}", source=name)
                 return
             header = [c.strip().lower() for c in cells]
             missing = [c for c in _CSV_REQUIRED if c not in header]
@@ -325,7 +451,7 @@ def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | Manifest
                 if len(set(header)) != len(header):
                     problem += " a column is repeated;"
                 problem += f" expected {','.join(_CSV_REQUIRED)}[,{','.join(_CSV_OPTIONAL)}]"
-                yield ManifestError(number, problem, source=name)
+                yield ManifestError(first, problem, source=name)
                 return  # without a header no row can be read
             columns = header
             continue
@@ -353,7 +479,7 @@ def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | Manifest
             yield _finish(group, name)
             group = None
         if group is None:
-            group = _Group(first=number, datastore_id=ds, image_set_id=iset, force=force)
+            group = _Group(first=first, datastore_id=ds, image_set_id=iset, force=force)
         if row_error is None and group.error is None:
             try:
                 key = _add_row(group, row)
@@ -362,14 +488,12 @@ def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | Manifest
             else:
                 if key is not None:  # order matters here: close the group, start a new one
                     yield _finish(group, name)
-                    group = _Group(first=number, datastore_id=ds, image_set_id=iset, force=force)
+                    group = _Group(first=first, datastore_id=ds, image_set_id=iset, force=force)
                     _add_row(group, row)
         if row_error is not None and group.error is None:
-            group.error, group.error_line = row_error, number
-        group.last = number
+            group.error, group.error_line = row_error, first
+        group.last = last
         group.rows += 1
-    if group is not None:
-        yield _finish(group, name)
 
 
 def _add_row(group: _Group, row: dict[str, str]) -> tuple[tuple[str, ...], str] | None:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import anyio
+
 from async_hi._clock import Clock
 from async_hi._errors import (
     HealthImagingError,
@@ -24,7 +26,7 @@ from async_hi._errors import (
     ThrottlingError,
     TransportError,
 )
-from async_hi._events import Recorder, RequestFinished, Retrying
+from async_hi._events import Recorder, RequestFinished, RequestStarted, Retrying, answer_request_id
 from async_hi._limiter import RateLimiter
 
 __all__ = ["SEND_AT", "Caller", "RetryPolicy", "is_retryable"]
@@ -121,33 +123,57 @@ class Caller:
         self.policy = policy
         self.rng = rng or random.Random()
 
-    async def send(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
-        """One request (the caller holds the slot): record it, and tell the limiter how it went."""
+    async def send(
+        self,
+        operation: str,
+        image_set_id: str | None,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        queued_since: float | None = None,
+    ) -> T:
+        """One request (the caller holds the slot): record it, and tell the limiter how it went.
+
+        ``queued_since`` is when the caller began waiting for the slot (for ``RequestStarted.queued``).
+        """
         t0 = self.clock.now()
+        listening = self.recorder.hook is not None  # else RequestStarted is not even built
+        if listening:
+            queued = 0.0 if queued_since is None else t0 - queued_since
+            self.recorder.emit(RequestStarted(operation, image_set_id, queued))
+            answer_request_id.set(None)
         try:
             result = await fn()
         except HealthImagingError as exc:
-            status = exc.status if isinstance(exc, ServiceError) else None
-            outcome = exc.code if isinstance(exc, ServiceError) else type(exc).__name__
+            if isinstance(exc, ServiceError):
+                status, outcome, rid = exc.status, exc.code, exc.request_id
+            else:
+                status, outcome, rid = None, type(exc).__name__, None
             self.recorder.emit(
-                RequestFinished(operation, image_set_id, outcome, status, self.clock.now() - t0)
+                RequestFinished(operation, image_set_id, outcome, status, self.clock.now() - t0, rid)
             )
             if isinstance(exc, ThrottlingError):
                 await self.limiter.on_throttle(operation, exc.retry_after)
             raise
-        self.recorder.emit(RequestFinished(operation, image_set_id, "ok", 200, self.clock.now() - t0))
+        except BaseException as exc:  # cancelled, or an answer that could not be read
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            outcome = "cancelled" if cancelled else type(exc).__name__
+            self.recorder.emit(RequestFinished(operation, image_set_id, outcome, None, self.clock.now() - t0))
+            raise
+        rid = answer_request_id.get() if listening else None
+        self.recorder.emit(RequestFinished(operation, image_set_id, "ok", 200, self.clock.now() - t0, rid))
         await self.limiter.on_success(operation)
         return result
 
     async def once(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
         """Take a slot and a send time, then :meth:`send` (at that time)."""
+        queued_since = self.clock.now() if self.recorder.hook is not None else None
         at = await self.limiter.acquire(operation)
         try:
             if at is None:
-                return await self.send(operation, image_set_id, fn)
+                return await self.send(operation, image_set_id, fn, queued_since=queued_since)
             token = SEND_AT.set((operation, at))
             try:
-                return await self.send(operation, image_set_id, fn)
+                return await self.send(operation, image_set_id, fn, queued_since=queued_since)
             finally:
                 SEND_AT.reset(token)
         finally:

@@ -154,7 +154,7 @@ class Context:
                     self.target.endpoint_url,
                     probe,
                     self.target.credentials,
-                    timeout=self.settings.request_timeout,
+                    request_timeout=self.settings.request_timeout,
                     sensitive=sensitive,
                 )
             finally:

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import datetime
 import enum
-import gzip
-import json
 import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
+import anyio
 import httpx
 
 from async_hi.contract import SIGNING_NAME
 from async_hi.rawhttp import sign_headers
+from conformance._model import WireRequest
+from conformance._validate import WireResponse, decoded_body, resolve_error_code
 
 __all__ = ["Credentials", "Exchange", "Probe", "Signing", "resolve_error_code", "send_probe"]
 
@@ -98,6 +99,24 @@ class Probe:
             return self.raw_query
         return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in self.query)
 
+    def query_pairs(self) -> list[tuple[str, str]]:
+        """The query as decoded pairs in order (repeats kept), ``raw_query`` included."""
+        if self.raw_query is None:
+            return list(self.query)
+        split = (p.partition("=") for p in self.raw_query.split("&") if p)
+        return [(unquote(k), unquote(v)) for k, _, v in split]
+
+    def wire(self, headers: Mapping[str, str] | None = None) -> WireRequest:
+        """The request as the validators see it (``headers``: as sent, when known)."""
+        return WireRequest(
+            operation=self.operation,
+            method=self.method,
+            path=self.path,
+            query=self.query_pairs(),
+            body=self.body,
+            headers=dict(headers or {}),
+        )
+
 
 @dataclass(slots=True, kw_only=True)
 class Exchange:
@@ -122,12 +141,15 @@ class Exchange:
     def header(self, name: str) -> str | None:
         return self.response_headers.get(name.lower())
 
+    def wire_response(self) -> WireResponse | None:
+        """The answer as the validators see it (None: there was no answer)."""
+        if self.status is None:
+            return None
+        return WireResponse(status=self.status, headers=self.response_headers, body=self.response_body)
+
     def json(self) -> Any:
         """The decoded JSON body; raises ValueError when it is not JSON."""
-        body = self.response_body
-        if body[:2] == b"\x1f\x8b":  # gzip the client did not undo (no Content-Encoding)
-            body = gzip.decompress(body)
-        return json.loads(body.decode("utf-8"))
+        return decoded_body(WireResponse(status=self.status or 0, body=self.response_body))
 
     def json_or_none(self) -> Any:
         try:
@@ -220,26 +242,6 @@ def _scope_part(headers: Mapping[str, str], index: int) -> str | None:
     return parts[index] if sep and len(parts) > index else None
 
 
-def resolve_error_code(headers: Mapping[str, str], body: Any) -> str | None:
-    """botocore's restJson1 rule: ``x-amzn-ErrorType``, else body ``code``/``Code``, else ``__type``.
-
-    The bare shape name is what remains after cutting ``:...`` and ``...#``.
-    Returns None when none of them is there.
-    """
-    raw: object = None
-    lower = {k.lower(): v for k, v in headers.items()}
-    if lower.get("x-amzn-errortype"):
-        raw = lower["x-amzn-errortype"]
-    elif isinstance(body, dict) and ("code" in body or "Code" in body):
-        raw = body.get("code", body.get("Code"))
-    elif isinstance(body, dict) and "__type" in body:
-        raw = body["__type"]
-    if not isinstance(raw, str) or not raw:
-        return None
-    code = raw.split(":", 1)[0].rsplit("#", 1)[-1].strip()
-    return code or None
-
-
 def _sign(probe: Probe, url: str, creds: Credentials, headers: dict[str, str]) -> dict[str, str]:
     kwargs: dict[str, Any] = {
         "access_key_id": creds.access_key_id,
@@ -276,10 +278,11 @@ async def send_probe(
     probe: Probe,
     creds: Credentials,
     *,
-    timeout: float,
+    request_timeout: float,
     sensitive: bool = False,
 ) -> Exchange:
     """Sign ``probe`` as it asks and send it; transport failures become an exchange without status."""
+    timeout = request_timeout
     qs = probe.query_string()
     url = endpoint_url.rstrip("/") + probe.path + (f"?{qs}" if qs else "")
     headers: dict[str, str] = {}
@@ -289,27 +292,36 @@ async def send_probe(
         headers = _sign(probe, url, creds, headers)
     body = _changed(probe.body) if probe.signing is Signing.BODY_CHANGED else probe.body
     started = time.monotonic()
-    try:
-        response = await http.request(
-            probe.method, url, content=body, headers=headers, timeout=httpx.Timeout(timeout)
-        )
-    except httpx.TimeoutException:
-        error: str = f"no response within {timeout:g} s"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    else:
-        return Exchange(
-            probe=probe,
-            url=url,
-            request_headers=headers,
-            sent_body=body,
-            status=response.status_code,
-            response_headers={k.lower(): v for k, v in response.headers.items()},
-            response_body=response.content,
-            error=None,
-            elapsed=time.monotonic() - started,
-            sensitive=sensitive,
-        )
+    error = f"no response within {timeout:g} s"
+    # one bound for the whole exchange (httpx's own bounds are per read): a trickling answer cannot hang a run
+    with anyio.move_on_after(timeout):
+        try:
+            request = http.build_request(
+                probe.method, url, content=body, headers=headers, timeout=httpx.Timeout(timeout)
+            )
+            response = await http.send(request, stream=True)
+            try:
+                # the bytes as sent: a gzip body stays gzip (httpx would inflate it silently)
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            pass
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        else:
+            return Exchange(
+                probe=probe,
+                url=url,
+                request_headers=headers,
+                sent_body=body,
+                status=response.status_code,
+                response_headers={k.lower(): v for k, v in response.headers.items()},
+                response_body=raw,
+                error=None,
+                elapsed=time.monotonic() - started,
+                sensitive=sensitive,
+            )
     return Exchange(
         probe=probe,
         url=url,

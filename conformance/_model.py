@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from botocore.model import OperationModel, Shape, StructureShape
+from botocore.model import OperationModel
 
 from async_hi import contract
 
@@ -33,6 +33,7 @@ __all__ = [
     "WireRequest",
     "compatibility_notes",
     "known_status",
+    "match_uri",
     "output_problems",
     "parse_strict_json",
     "request_problems",
@@ -120,6 +121,8 @@ class WireRequest:
         path: the URL path, percent-encoded as sent.
         query: the query pairs in order (repeats kept).
         body: the exact body bytes.
+        headers: the request headers, any letter case (optional; only
+            ``Content-Type`` is judged, and only when headers are given).
     """
 
     operation: str
@@ -127,6 +130,7 @@ class WireRequest:
     path: str
     query: Sequence[tuple[str, str]]
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def _reject_constant(name: str) -> Any:
@@ -141,7 +145,8 @@ def parse_strict_json(raw: bytes) -> Any:
         raise ValueError(str(exc)) from None
 
 
-def _match_uri(op: OperationModel, path: str) -> dict[str, str] | None:
+def match_uri(op: OperationModel, path: str) -> dict[str, str] | None:
+    """The URI labels of ``path`` (percent-decoded) if it matches ``op``'s route, else None."""
     template = op.http["requestUri"].split("?", 1)[0].strip("/").split("/")
     parts = path.strip("/").split("/")
     if len(parts) != len(template):
@@ -155,77 +160,21 @@ def _match_uri(op: OperationModel, path: str) -> dict[str, str] | None:
     return labels
 
 
-def _scalar_problems(member: Shape, wire: str, raw: str) -> tuple[list[str], Any]:
-    kind = member.type_name
-    if kind == "boolean":
-        if raw not in ("true", "false"):
-            return [f"{wire}: must be true or false"], None
-        return [], raw == "true"
-    if kind in ("integer", "long"):
-        try:
-            value: Any = int(raw, 10)
-        except ValueError:
-            return [f"{wire}: must be an integer"], None
-        return [p.replace("$", wire, 1) for p in contract.validate_value(member, value, "$")], value
-    return [p.replace("$", wire, 1) for p in contract.validate_value(member, raw, "$")], raw
-
-
 def request_problems(request: WireRequest) -> list[str]:
     """Every way ``request`` breaks its operation's input shape, per the model (empty: valid).
 
-    Checks the method, the URI labels, the query parameters (type, pattern,
-    repeats, required), and the payload (strict JSON, then the shape's rules).
-    Transport matters the model does not cover (signatures, Content-Type,
-    sizes of the whole body) are not judged here.
+    The messages of :func:`conformance._validate.validate_request` (which also
+    names the rule each one breaks): the method, the URI labels, the query
+    parameters (type, pattern, repeats, required), and the payload (strict
+    JSON, then the shape's rules). Signatures and body sizes are not judged.
     """
-    op = contract.operation(request.operation)
-    problems: list[str] = []
-    if request.method.upper() != op.http["method"]:
-        problems.append(f"method {request.method} is not {op.http['method']}")
-    labels = _match_uri(op, request.path)
-    if labels is None:
-        return [*problems, f"path does not match {op.http['requestUri']}"]
-    shape = op.input_shape
-    if shape is None:
-        return problems
-    present: set[str] = set()
-    for name, member in shape.members.items():
-        loc = member.serialization.get("location")
-        wire = member.serialization.get("name", name)
-        if loc == "uri":
-            found, _value = _scalar_problems(member, wire, labels.get(wire, ""))
-            problems += found
-            present.add(name)
-        elif loc == "querystring":
-            values = [v for k, v in request.query if k == wire]
-            if not values:
-                continue
-            present.add(name)
-            if member.type_name != "list" and len(values) > 1:
-                problems.append(f"{wire}: given {len(values)} times")
-                continue
-            problems += _scalar_problems(member, wire, values[0])[0]
-    payload = shape.serialization.get("payload")
-    if payload is not None and request.body:
-        present.add(payload)
-        try:
-            doc = parse_strict_json(request.body)
-        except ValueError:
-            problems.append("body: not valid JSON")
-        else:
-            problems += contract.validate_value(shape.members[payload], doc, "body")
-    for req in shape.required_members:
-        if req not in present:
-            member = shape.members[req]
-            where = "body" if req == payload else member.serialization.get("name", req)
-            problems.append(f"{where}: required")
-    return problems
+    from conformance._validate import validate_request
+
+    return [p.message for p in validate_request(request)]
 
 
 def output_problems(op_name: str, body: Any) -> list[str]:
     """How a decoded success body breaks ``op_name``'s output shape (types, enums, patterns, required)."""
-    shape = contract.operation(op_name).output_shape
-    if shape is None:
-        return []
-    assert isinstance(shape, StructureShape)
-    return contract.validate_value(shape, body, "response")
+    from conformance._validate import shape_problems
+
+    return [p.message for p in shape_problems(op_name, body)]

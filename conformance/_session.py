@@ -19,6 +19,7 @@ from async_hi.levels import Level, level_of
 from conformance._http import Exchange
 from conformance._pacing import Pacer
 from conformance._target import Settings, Target
+from conformance._validate import Problem, validate_response
 
 __all__ = [
     "CONFLICT",
@@ -109,6 +110,15 @@ class Session:
         self.provoked_errors = False
         self.throttles = 0
         self._markers = 0
+        self._judged: dict[int, list[Problem]] = {}
+
+    def problems(self, exchange: Exchange) -> list[Problem]:
+        """The shared validators' verdict on one exchange (computed once; none without an answer)."""
+        key = id(exchange)
+        if key not in self._judged:
+            response = exchange.wire_response()
+            self._judged[key] = [] if response is None else validate_response(exchange.probe.wire(), response)
+        return self._judged[key]
 
     def next_marker(self) -> str:
         self._markers += 1

@@ -19,6 +19,7 @@ from async_hi import (
     ThrottlingError,
     UpdateBuilder,
     UpdateFinished,
+    UpdateStarted,
     ValidationError,
     Waiting,
 )
@@ -182,6 +183,11 @@ async def test_async_rebase_returning_none_drops_the_update() -> None:
     assert r.outcome == "dropped"
     assert r.latest_version_id == "2"
     assert svc.sent == ["1"]  # the 409 (version moved under us), then nothing more
+    ends = [e for e in events if isinstance(e, (UpdateStarted, UpdateFinished))]
+    assert ends == [
+        UpdateStarted(svc.image_set_id),
+        UpdateFinished(svc.image_set_id, "2", "dropped", 1, ends[1].seconds),
+    ]
     assert [v[0] for v in svc.versions()] == [1, 2]
 
 
@@ -364,3 +370,32 @@ async def test_update_failed_is_reported_after_wait() -> None:
     assert r.message == "could not apply"
     assert r.state == "ACTIVE"
     assert any(isinstance(e, UpdateFinished) and e.outcome == "update-failed" for e in events)
+
+
+async def test_a_version_hint_is_written_at_without_a_read() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock, lock_seconds=0.0)
+    async with clock.autojump():
+        r = await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock), version_hint="1")
+    assert (svc.reads, svc.sent, r.latest_version_id, r.outcome) == (0, ["1"], "2", "applied")
+
+
+async def test_a_stale_version_hint_costs_one_refusal_then_the_normal_path() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock, lock_seconds=0.0)
+    svc.write(other_writer(svc, "AccessionNumber", "OTHER"))
+    await clock.advance(1.0)
+    async with clock.autojump():
+        r = await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock), version_hint="1")
+    assert svc.sent == ["1", "2"]
+    assert (r.conflicts, r.latest_version_id, r.outcome) == (1, "3", "applied")
+    final = svc.image_set().latest.metadata
+    assert (desc_of(final), final["Study"]["DICOM"]["AccessionNumber"]) == ("A", "OTHER")
+
+
+async def test_a_version_hint_must_be_a_version() -> None:
+    clock = FakeClock()
+    svc = FakeService(clock)
+    with pytest.raises(ValueError, match="version_hint"):
+        await resolve_update(study(svc, "A"), ops=svc, caller=fast_caller(clock), version_hint="latest")
+    assert svc.sent == []

@@ -79,6 +79,8 @@ def test_every_name_is_importable_and_public_classes_live_in_private_modules() -
 
 def test_events_and_results_are_frozen_slotted_dataclasses() -> None:
     for cls in (
+        async_hi.RequestStarted,
+        async_hi.UpdateStarted,
         async_hi.RequestFinished,
         async_hi.Retrying,
         async_hi.Waiting,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextvars
 import gzip
 import hashlib
 import json
@@ -17,7 +18,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from async_hi.emulator._faults import FaultInjector, Throttle
 from async_hi.emulator._sigv4 import SigV4Error, verify
 from async_hi.emulator._store import ApiError, ImageSet, Store, Version
 
-__all__ = ["RequestRecord", "State", "build_app"]
+__all__ = ["RequestRecord", "State", "attribute_names", "build_app"]
 
 _ROUTES = {
     "updateImageSetMetadata": "UpdateImageSetMetadata",
@@ -45,11 +46,43 @@ _FRONT_DOOR_STATUS = {
 }
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 STATE_KEY: web.AppKey[State] = web.AppKey("async_hi_state")
+# what handling a request learnt, for its RequestRecord (each request runs in its own task)
+_NOTES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("async_hi_request_notes")
+
+
+def attribute_names(doc: Any) -> tuple[str, ...]:
+    """``"Level.Keyword"`` of every attribute an update document names, sorted; never a value or a UID.
+
+    A whole series or instance removed (an empty object) is ``"Series"`` or ``"Instance"``.
+    """
+    if not isinstance(doc, dict):
+        return ()
+    names: set[str] = set()
+
+    def dicom(level: str, node: Any) -> None:
+        if isinstance(node, dict) and isinstance(node.get("DICOM"), dict):
+            names.update(f"{level}.{k}" for k in node["DICOM"])
+
+    dicom("Patient", doc.get("Patient"))
+    study = doc.get("Study")
+    dicom("Study", study)
+    series_map = study.get("Series") if isinstance(study, dict) else None
+    for series in series_map.values() if isinstance(series_map, dict) else ():
+        if series == {}:
+            names.add("Series")
+            continue
+        dicom("Series", series)
+        instances = series.get("Instances") if isinstance(series, dict) else None
+        for instance in instances.values() if isinstance(instances, dict) else ():
+            if instance == {}:
+                names.add("Instance")
+            dicom("Instance", instance)
+    return tuple(sorted(names))
 
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One AWS request as the emulator saw it (no bodies: they may hold PHI)."""
+    """One AWS request as the emulator saw it (no attribute values unless ``State.record_values``)."""
 
     at: float  # monotonic seconds when the request arrived
     operation: str
@@ -57,6 +90,17 @@ class RequestRecord:
     error_code: str | None
     image_set_id: str | None
     request_id: str
+    datastore_id: str | None = None
+    #: URI and query members, named and typed as the service model has them (None: they did not validate)
+    params: Mapping[str, Any] | None = None
+    #: the fault injected into it: "error", "throttle", "drop", "lost" or "slow"
+    fault: str | None = None
+    #: UpdateImageSetMetadata: "Level.Keyword" of each attribute updated or removed (never a value)
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    revert_to_version_id: str | None = None
+    #: UpdateImageSetMetadata: the decoded attribute documents, kept only while ``State.record_values``
+    documents: Mapping[str, Any] | None = None
 
 
 class State:
@@ -68,6 +112,8 @@ class State:
         self.throttle = Throttle(config.quotas or {})
         self.faults = FaultInjector(config.faults)
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=200_000)
+        #: keep each update's decoded attribute documents in its RequestRecord (tests; may hold PHI)
+        self.record_values = False
 
     def reconfigure(self, config: EmulatorConfig) -> None:
         self.config = config
@@ -225,6 +271,14 @@ async def _update(
                 docs[key] = _parse_json(raw, f"{key} (after base64 decoding)")
         updatable = docs.get("updatableAttributes")
         removable = docs.get("removableAttributes")
+    _NOTES.get()["detail"] = {
+        "updated": attribute_names(updatable),
+        "removed": attribute_names(removable),
+        "revert_to_version_id": None if revert_to is None else str(revert_to),
+        "documents": {"updatableAttributes": updatable, "removableAttributes": removable}
+        if state.record_values and revert_to is None
+        else None,
+    }
     digest = hashlib.sha256(body + request.rel_url.query_string.encode()).hexdigest()
     image_set = state.store.update(
         p["datastoreId"],
@@ -359,6 +413,8 @@ async def aws_route(request: web.Request) -> web.StreamResponse:
     arrived = time.monotonic()
     status = 0
     code: str | None = None
+    notes: dict[str, Any] = {}
+    _NOTES.set(notes)
     try:
         response = await _serve(state, request, operation, rid)
         status = response.status
@@ -368,7 +424,21 @@ async def aws_route(request: web.Request) -> web.StreamResponse:
         # the transport is already aborted; nothing can be sent
         return web.Response(status=204)
     finally:
-        state.requests.append(RequestRecord(arrived, operation or "Unknown", status, code, isid, rid))
+        detail = notes.get("detail") or {}
+        state.requests.append(
+            RequestRecord(
+                arrived,
+                operation or "Unknown",
+                status,
+                code,
+                isid,
+                rid,
+                datastore_id=request.match_info.get("datastoreId"),
+                params=notes.get("params"),
+                fault=notes.get("fault"),
+                **detail,
+            )
+        )
 
 
 async def _serve(state: State, request: web.Request, operation: str | None, rid: str) -> web.StreamResponse:
@@ -395,6 +465,8 @@ async def _serve(state: State, request: web.Request, operation: str | None, rid:
             except SigV4Error as exc:
                 return error_response(exc.code, exc.message, rid)
         fault = state.faults.draw(operation)
+        if fault.kind or fault.delay:
+            _NOTES.get()["fault"] = fault.kind or "slow"
         if fault.delay:
             await asyncio.sleep(fault.delay)
         if fault.kind == "error":
@@ -411,6 +483,7 @@ async def _serve(state: State, request: web.Request, operation: str | None, rid:
                 rid,
             )
         params = _wire_params(request, contract.operation(operation))
+        _NOTES.get()["params"] = params
         response = await _HANDLERS[operation](state, request, params, body, rid)
         if fault.kind == "lost":
             _drop_connection(request)

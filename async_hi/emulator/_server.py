@@ -54,6 +54,7 @@ class Emulator:
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         self.config = config
+        self._initial_config = config
         self.state = State(config)
         self.app = build_app(self.state)
         add_admin_routes(self.app)
@@ -235,6 +236,19 @@ class Emulator:
     def reconfigure(self, **changes: Any) -> None:
         """Change the running emulator's config (quotas, faults, lock_seconds...)."""
         self.config = dataclasses.replace(self.config, **changes)
+        self.state.reconfigure(self.config)
+
+    def settle(self, image_set_ids: Iterable[str] | None = None) -> int:
+        """End every open apply window now (or those of ``image_set_ids``); returns how many ended."""
+        return self.store.settle_all(None if image_set_ids is None else frozenset(image_set_ids))
+
+    def reset(self) -> None:
+        """Back to just after start, on the same port: no datastores, an empty request log, the
+        configuration it was built with (fresh quota buckets and fault stream). For tests."""
+        self.store.datastores.clear()
+        self.state.requests.clear()
+        self.state.record_values = False
+        self.config = self._initial_config
         self.state.reconfigure(self.config)
 
 

@@ -217,6 +217,27 @@ class Store:
         image_set.pending_metadata = None
         image_set.pending_failure = None
 
+    def settle_all(self, image_set_ids: frozenset[str] | None = None) -> int:
+        """End every open apply window now, as if its time had come (tests need no sleeps).
+
+        Args:
+            image_set_ids: only these image sets; all when None.
+
+        Returns:
+            How many applies were finished.
+        """
+        done = 0
+        for ds in self.datastores.values():
+            for image_set in ds.image_sets.values():
+                if image_set.locked_until is None:
+                    continue
+                if image_set_ids is not None and image_set.image_set_id not in image_set_ids:
+                    continue
+                image_set.locked_until = min(image_set.locked_until, self.clock())
+                self.settle(image_set)
+                done += 1
+        return done
+
     def study_image_sets(self, image_set: ImageSet) -> list[ImageSet]:
         """The other primary image sets of the same datastore and StudyInstanceUID."""
         uid = image_set.study_uid()
