@@ -16,9 +16,10 @@ and returns it; the client sends at that moment (its before-send hook also
 keeps two sends of a burst-1 operation at least :meth:`send_gap` apart). The
 interval is ``1 / rate``, where the ceiling rate is the quota less
 ``headroom`` (2 %); for a burst-1 quota also at least ``1 / quota + margin``,
-where ``margin`` is ``jitter_factor`` x the 90th percentile of how late this
-limiter's own timers fired over its last 64 waits (the event loop's jitter,
-measured as it runs), at most ``max_margin`` of the interval.
+where ``margin`` is ``jitter_factor`` (1) x the 90th percentile of how late
+this limiter's own timers fired over its last 64 waits (the event loop's
+jitter, measured as it runs), at most ``max_margin`` (3 %) of ``1/quota``, so
+pacing alone never gives away more than 3 % of a quota.
 
 **Start.** The bucket starts full: the first request (up to the burst) goes
 at once. ``start_empty=True`` makes the first wait one interval (for many
@@ -165,8 +166,8 @@ class LimiterConfig:
     max_in_flight: int = 16
     headroom: float = 0.02
     start_empty: bool = False
-    jitter_factor: float = 2.0
-    max_margin: float = 0.05
+    jitter_factor: float = 1.0
+    max_margin: float = 0.03
     adaptive: bool = True
     throttle_window: int = 8
     throttle_threshold: float = 0.2

@@ -20,7 +20,10 @@ from async_hi.contract import Quota
 
 
 async def main(url: str, scope: str, rate: str, out: str) -> None:
-    config = RedisLimiterConfig(scope=scope, quotas={"Op": Quota(rate=float(rate), burst=1)})
+    # no headroom and no jitter margin: the test checks the shared grid itself
+    config = RedisLimiterConfig(
+        scope=scope, quotas={"Op": Quota(rate=float(rate), burst=1)}, headroom=0.0, jitter_factor=0.0
+    )
     grants: list[float] = []
     async with RedisLimiter(url, config) as limiter:
         await limiter.redis.ping()  # connected before the start line
