@@ -3,7 +3,7 @@
 One JSON object per line, never an attribute value (ids, request keys, request
 digests, versions, status and error codes only)::
 
-    {"t": "journal", "format": 1}
+    {"t": "journal", "format": 2, "input": {"path": "/abs/m.jsonl", "size": 123, "sha256": ".."}}
     {"t": "intent", "id": 7, "keys": [12, 13], "digests": ["9f..", "c1.."],
      "ds": "..", "is": "..", "base": "3"}          (one line in the file)
     {"t": "applied", "id": 7, "keys": [12, 13], "version": "4"}
@@ -23,10 +23,24 @@ must settle it before anything else runs: it reads the image set's versions
 after ``base`` and decides from the metadata whether the call landed. So each
 request is applied exactly once whatever instant the process died at.
 
-Durability: records are appended by one writer at a time and fsynced; callers
-that append concurrently share one fsync (group commit). A torn last line (the
-process died mid-write) is dropped on open; a bad line anywhere else is an
-error. An exclusive ``flock`` keeps two processes off one journal.
+Which input. The header names the input the journal belongs to (a
+:class:`Fingerprint`: path, size, SHA-256 of the whole file). Opened with a
+fingerprint, a journal whose input differs (another manifest, or this one
+edited) is refused before anything is sent; a moved but unchanged file is
+the same input. ``accept_changed_input=True`` records the new fingerprint
+instead (an ``{"t": "input", ...}`` record); the per-request digests then
+still refuse a journaled request whose content changed.
+
+Foreign files. A file is a journal only if its first line is our header; any
+other non-empty file (a notes file given by mistake, a directory, a FIFO) is
+refused and left exactly as it was. Durability: records are appended by one
+writer at a time and fsynced; callers that append concurrently share one
+fsync (group commit). A torn last line (the process died mid-write: no
+newline at the end, and the beginning of one of our records) is dropped on
+open; a bad line anywhere else is an error and nothing is changed. An
+exclusive ``flock`` keeps two processes off one journal. Journals of format 1
+(no header fingerprint) are still read; a fingerprint given for one is
+recorded.
 """
 
 from __future__ import annotations
@@ -34,8 +48,10 @@ from __future__ import annotations
 import array
 import bisect
 import fcntl
+import hashlib
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +62,14 @@ import anyio.to_thread
 
 from async_hi._errors import HealthImagingError
 
-__all__ = ["FAILED", "Intent", "Journal", "JournalError", "JournalMismatchError"]
+__all__ = ["FAILED", "Fingerprint", "Intent", "Journal", "JournalError", "JournalMismatchError"]
 
-FORMAT = 1
+FORMAT = 2
+#: formats this code reads (1: before the header named its input)
+_READABLE = (1, 2)
+#: every record we write begins so; a torn last line is a prefix of a record
+_RECORD_START = b'{"t":"'
+_KINDS = ("journal", "input", "intent", "applied", "failed", "reconciled")
 #: status of a key whose call failed for good (not retried on resume unless asked)
 FAILED = "failed"
 APPLIED = "applied"
@@ -60,6 +81,47 @@ class JournalError(HealthImagingError, RuntimeError):
 
 class JournalMismatchError(JournalError):
     """The input no longer matches the journal (a request key with a different request)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fingerprint:
+    """Which input a journal belongs to: where it was, its size, and the SHA-256 of its bytes.
+
+    Two fingerprints are the same input when size and digest agree (a moved file is the same).
+    """
+
+    path: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of_file(cls, path: str | os.PathLike[str]) -> Fingerprint:
+        """Read the whole file once (streamed) and fingerprint it."""
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                size += len(block)
+        return cls(path=str(Path(path).resolve()), size=size, sha256=h.hexdigest())
+
+    def same_input(self, other: Fingerprint) -> bool:
+        return (self.size, self.sha256) == (other.size, other.sha256)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Fingerprint:
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        path, size, digest = data["path"], data["size"], data["sha256"]
+        if not isinstance(path, str) or not isinstance(size, int) or not isinstance(digest, str):
+            raise TypeError("bad field types")
+        return cls(path=path, size=size, sha256=digest)
+
+    def describe(self) -> str:
+        return f"{Path(self.path).name} ({self.size} bytes, sha256 {self.sha256[:12]})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,14 +143,31 @@ class Journal:
         path: the journal file; created if missing, resumed if present.
         retry_failed: on resume, treat keys whose call failed as unfinished.
         fsync: fsync each group of records (off only for benchmarks of the runner).
+        fingerprint: the input this run reads; a journal of another input is refused.
+        accept_changed_input: record ``fingerprint`` as the journal's input instead
+            of refusing a different one (the request digests still guard each key).
+
+    Raises (on entering):
+        JournalError: not a journal of ours, corrupt, locked, or of a newer format.
+        JournalMismatchError: the journal belongs to another input.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, retry_failed: bool = False, fsync: bool = True
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retry_failed: bool = False,
+        fsync: bool = True,
+        fingerprint: Fingerprint | None = None,
+        accept_changed_input: bool = False,
     ) -> None:
         self.path = Path(path)
         self.retry_failed = retry_failed
         self._fsync = fsync
+        self.fingerprint = fingerprint
+        self._accept_changed = accept_changed_input
+        #: the input the journal names (None: format 1, or opened without a fingerprint)
+        self.recorded_input: Fingerprint | None = None
         self._file: IO[bytes] | None = None
         # finished keys of earlier runs, sorted, as compact arrays (13 bytes a key):
         # a resumed million-line job costs megabytes, not a dict of tuples
@@ -124,7 +203,12 @@ class Journal:
     # -- reading --------------------------------------------------------------
 
     def _open_file(self) -> None:
-        new = not self.path.exists()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise JournalError(f"{self.path} is not a regular file, so it cannot be a journal")
         f = open(self.path, "a+b")  # noqa: SIM115 - kept open for the journal's lifetime
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,38 +217,65 @@ class Journal:
             raise JournalError(f"journal {self.path} is in use by another process") from None
         try:
             f.seek(0)
-            good_end = self._load(f)
+            good_end = self._load(f)  # raises, changing nothing, on anything not ours
+            self._check_input()
             if good_end is not None:
                 f.truncate(good_end)  # drop a torn last line before appending after it
                 os.fsync(f.fileno())
+            f.seek(0, os.SEEK_END)
+            new = f.tell() == 0
         except BaseException:
             f.close()
             raise
         self._file = f
-        if new or f.tell() == 0:
-            self._write_now([_line({"t": "journal", "format": FORMAT})])
-            if new:
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+        if new:
+            header: dict[str, Any] = {"t": "journal", "format": FORMAT}
+            header["input"] = self.fingerprint.to_json() if self.fingerprint else None
+            self.recorded_input = self.fingerprint
+            self._write_now([_line(header)])
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        elif self.fingerprint is not None and self.recorded_input != self.fingerprint:
+            # a format-1 journal, a moved input, or a change the caller accepted: record it
+            self.recorded_input = self.fingerprint
+            self._write_now([_line({"t": "input", **self.fingerprint.to_json()})])
+
+    def _check_input(self) -> None:
+        given, recorded = self.fingerprint, self.recorded_input
+        if given is None or recorded is None or given.same_input(recorded) or self._accept_changed:
+            return
+        raise JournalMismatchError(
+            f"journal {self.path} belongs to {recorded.describe()}, not to {given.describe()}: "
+            "nothing was sent. Give the input it was written for, or a new journal"
+        )
 
     def _load(self, f: IO[bytes]) -> int | None:
-        """Read every record; returns where to truncate a torn last line, or None."""
+        """Read every record; returns where to truncate a torn last line, or None.
+
+        Raises JournalError (and the file is left as it is) when the file is not
+        a journal of ours or a line other than a torn last one is bad.
+        """
         offset = 0
         for number, raw in enumerate(f, start=1):
             start, offset = offset, offset + len(raw)
-            try:
-                record = json.loads(raw)
-                if not isinstance(record, dict):
-                    raise ValueError("not an object")
-                if not raw.endswith(b"\n"):
-                    raise ValueError("no newline")
-            except ValueError:
-                if f.read(1) == b"":  # the last line: a write the process did not finish
-                    return start
-                raise JournalError(f"journal {self.path} line {number} is corrupt") from None
+            record = _parse(raw)
+            if number == 1 and (record is None or record.get("t") != "journal"):
+                raise JournalError(
+                    f"{self.path} is not an async-hi journal (its first line is not a journal header); "
+                    "it was left as it is: give a new path for the journal"
+                )
+            if record is None or not raw.endswith(b"\n"):
+                last = f.read(1) == b""
+                torn = not raw.endswith(b"\n") and (
+                    raw.startswith(_RECORD_START) or _RECORD_START.startswith(raw)
+                )
+                if not (last and torn):
+                    raise JournalError(f"journal {self.path} line {number} is corrupt; nothing was changed")
+                self._sort_finished()
+                return start  # a write the process did not finish
             self._apply(record, number, loading=True)
         self._sort_finished()
         return None
@@ -186,10 +297,20 @@ class Journal:
         kind = record.get("t")
         try:
             if kind == "journal":
-                if record.get("format") != FORMAT:
+                version = record.get("format")
+                if number != 1:
+                    raise ValueError("a second header")
+                if version not in _READABLE:
+                    shown = version if isinstance(version, int) and not isinstance(version, bool) else "?"
                     raise JournalError(
-                        f"journal {self.path} has format {record.get('format')!r}, expected {FORMAT}"
+                        f"journal {self.path} has format {shown}, this version reads {_READABLE}"
                     )
+                if record.get("input") is not None:
+                    self.recorded_input = Fingerprint.from_json(record["input"])
+            elif kind == "input":
+                self.recorded_input = Fingerprint.from_json(
+                    {k: record.get(k) for k in ("path", "size", "sha256")}
+                )
             elif kind == "intent":
                 intent = Intent(
                     id=int(record["id"]),
@@ -222,8 +343,9 @@ class Journal:
                         self._settled[key] = (code, prefix)
             else:
                 raise JournalError(f"journal {self.path} line {number}: unknown record type")
-        except (KeyError, TypeError, ValueError):
-            raise JournalError(f"journal {self.path} line {number}: malformed {kind} record") from None
+        except (KeyError, TypeError, ValueError, OverflowError):
+            what = kind if kind in _KINDS else "a"  # never echo what the file holds
+            raise JournalError(f"journal {self.path} line {number}: malformed {what} record") from None
 
     # -- state ----------------------------------------------------------------
 
@@ -364,6 +486,15 @@ def _prefix(digest: str) -> int:
         return int(digest[:8], 16)
     except ValueError:
         return 0
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """One line as a record, or None when it is not a JSON object."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _line(record: dict[str, Any]) -> bytes:

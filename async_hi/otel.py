@@ -44,10 +44,7 @@ error status; our own attributes and metrics are under ``async_hi.``.
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -73,7 +70,7 @@ from async_hi._events import (
     Waiting,
 )
 from async_hi._limiter import RateLimiter
-from async_hi.contract import OPERATIONS
+from async_hi._otel_gauge import rate_gauge
 
 if TYPE_CHECKING:
     from async_hi._client import HealthImagingClient
@@ -148,7 +145,7 @@ class Instrumentation:
         self._updates = meter.create_counter(
             "async_hi.client.updates", "{update}", "Updates brought to an end, by outcome"
         )
-        _rate_gauge(meter).add(limiter)
+        rate_gauge(meter).add(limiter)
         self._update: ContextVar[_Update | None] = ContextVar("async_hi_otel_update", default=None)
         self._request: ContextVar[_Request | None] = ContextVar("async_hi_otel_request", default=None)
 
@@ -323,66 +320,6 @@ class _Both:
             self.first(event)
         finally:
             self.second(event)
-
-
-class _RateGauge:
-    """``async_hi.limiter.rate`` of one meter: one instrument, every instrumented limiter.
-
-    An SDK meter keeps the first callback of an instrument name and drops later
-    ones, so each meter gets one gauge that reads all limiters. Each limiter is
-    told apart by ``async_hi.limiter.scope`` (its ``scope``, ``#2``, ``#3`` ... for
-    a repeat), and held weakly so that instrumenting clients does not keep them.
-    """
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self._lock = threading.Lock()  # collections run on the exporter's thread
-        self._limiters: list[tuple[Callable[[], RateLimiter | None], str]] = []
-        meter.create_observable_gauge(
-            "async_hi.limiter.rate",
-            [self._observe],
-            "{request}/s",
-            "The rate the limiter holds each operation to now",
-        )
-
-    def add(self, limiter: RateLimiter) -> None:
-        with self._lock:
-            live = [(ref, scope) for ref, scope in self._limiters if ref() is not None]
-            if any(ref() is limiter for ref, _ in live):
-                self._limiters = live
-                return
-            scope = str(getattr(limiter, "scope", type(limiter).__name__))
-            taken = {s for _, s in live}
-            label, n = scope, 1
-            while label in taken:
-                n += 1
-                label = f"{scope}#{n}"
-            try:
-                ref: Callable[[], RateLimiter | None] = weakref.ref(limiter)
-            except TypeError:  # a limiter without __weakref__ is kept
-                ref = lambda: limiter  # noqa: E731
-            self._limiters = [*live, (ref, label)]
-
-    def _observe(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-        with self._lock:
-            limiters = [(ref(), scope) for ref, scope in self._limiters]
-        return [
-            metrics.Observation(lim.current_rate(op), {"rpc.method": op, "async_hi.limiter.scope": scope})
-            for lim, scope in limiters
-            if lim is not None
-            for op in OPERATIONS
-        ]
-
-
-_GAUGES: weakref.WeakKeyDictionary[metrics.Meter, _RateGauge] = weakref.WeakKeyDictionary()
-_GAUGES_LOCK = threading.Lock()
-
-
-def _rate_gauge(meter: metrics.Meter) -> _RateGauge:
-    with _GAUGES_LOCK:
-        gauge = _GAUGES.get(meter)
-        if gauge is None:
-            gauge = _GAUGES[meter] = _RateGauge(meter)
-        return gauge
 
 
 def _rpc_attributes(e: RequestStarted | RequestFinished, queued: float | None) -> dict[str, AttributeValue]:

@@ -8,7 +8,7 @@ protocol details, robustness) with raw SigV4-signed requests and returns a
 """
 
 from conformance._http import Credentials
-from conformance._pacing import IntervalPacer, NoPacing, Pacer
+from conformance._pacing import NoPacing, Pacer
 from conformance._registry import GROUPS, Check, CheckLevel, all_checks, select_checks
 from conformance._results import Failure, Outcome, Report, Restore, Result
 from conformance._runner import run_conformance
@@ -20,7 +20,6 @@ __all__ = [
     "CheckLevel",
     "Credentials",
     "Failure",
-    "IntervalPacer",
     "NoPacing",
     "Outcome",
     "Pacer",

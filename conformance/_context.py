@@ -38,6 +38,7 @@ from conformance._session import (
     digest,
 )
 from conformance._target import Settings, Target
+from conformance._validate import validate_request
 
 __all__ = [
     "CONFLICT",
@@ -68,6 +69,10 @@ class Context:
         self.dropped = 0
         self.notes: list[str] = []
         self.requests = 0
+        #: updates of the target image set this context sent, by answer ("a refused write changes nothing")
+        self.accepted_writes = 0
+        self.refused_writes: list[Exchange] = []
+        self.unanswered_writes = 0
 
     # -- where -----------------------------------------------------------------
 
@@ -134,15 +139,22 @@ class Context:
     ) -> Exchange:
         """Send ``probe`` (paced per operation; 429s are retried a few times) and keep the exchange.
 
+        Bounded: a 429's wait is capped (``Settings.max_retry_after``) and the
+        run's throttle waits share one budget (``Settings.throttle_budget``);
+        past it a 429 is returned as it is. After ``Settings.max_no_answers``
+        requests without an answer the endpoint counts as stopped and every
+        later send raises :class:`Abort`.
+
         Args:
             probe: the request.
             sensitive: the answer may hold PHI (never shown in reports).
             gate: awaited after the pacer lets the request go and just before
                 it is sent (it may raise :class:`Skip` when the moment passed).
         """
-        if self.session.unreachable:
-            raise Abort(self.session.unreachable)
-        pacer = self.session.pacer
+        session = self.session
+        if session.unreachable:
+            raise Abort(session.unreachable)
+        pacer = session.pacer
         exchange: Exchange | None = None
         for attempt in range(5):
             await pacer.acquire(probe.operation)
@@ -150,7 +162,7 @@ class Context:
                 if gate is not None:
                     await gate()
                 exchange = await send_probe(
-                    self.session.http,
+                    session.http,
                     self.target.endpoint_url,
                     probe,
                     self.target.credentials,
@@ -160,18 +172,55 @@ class Context:
             finally:
                 pacer.release(probe.operation)
             self.requests += 1
-            self.session.exchanges.append(exchange)
+            session.exchanges.append(exchange)
+            self._count_write(exchange)
+            if exchange.status is None:
+                self._no_answer(exchange)
             if exchange.status != 429:
                 if exchange.status is not None:
                     await pacer.on_success(probe.operation)
-                return exchange
-            self.session.throttles += 1
+                break
+            session.throttles += 1
             retry_after = _retry_after(exchange)
             await pacer.on_throttle(probe.operation, retry_after)
+            wait = min(
+                retry_after if retry_after is not None else 0.25 * 2**attempt, self.settings.max_retry_after
+            )
+            if attempt == 4 or session.throttle_waited + wait > self.settings.throttle_budget:
+                self.note(f"{probe.label}: throttled (429), not retried: the run's throttle budget is spent")
+                break
+            session.throttle_waited += wait
             self.note(f"{probe.label}: throttled (429), retried")
-            await anyio.sleep(retry_after if retry_after is not None else min(0.25 * 2**attempt, 8.0))
+            await anyio.sleep(wait)
         assert exchange is not None
         return exchange
+
+    def _no_answer(self, exchange: Exchange) -> None:
+        session = self.session
+        session.no_answers += 1
+        if session.no_answers >= self.settings.max_no_answers:
+            session.unreachable = (
+                f"{self.target.endpoint_url} stopped answering: {session.no_answers} requests got no answer "
+                f"(the last: {exchange.error}); the remaining checks were not run"
+            )
+
+    def _count_write(self, exchange: Exchange) -> None:
+        probe = exchange.probe
+        if probe.operation != _model.UPDATE or probe.method != "POST":
+            return
+        parts = probe.path.strip("/").split("/")
+        if len(parts) != 5 or unquote(parts[3]) != self.i:
+            return
+        if exchange.status is None:
+            self.unanswered_writes += 1
+        elif 200 <= exchange.status < 300:
+            self.accepted_writes += 1
+            body = exchange.json_or_none()
+            made = body.get("latestVersionId") if isinstance(body, dict) else None
+            if isinstance(made, str) and made.isdigit() and made not in self.session.created_versions:
+                self.session.created_versions.append(made)
+        else:
+            self.refused_writes.append(exchange)
 
     def vet(self, probe: Probe, basis: Basis) -> bool:
         """Whether ``probe`` is what it claims: model-invalid (``model``) or model-valid (``semantics``).
@@ -179,15 +228,7 @@ class Context:
         A request that is not is not sent, with a note, so the endpoint is never
         blamed for the suite's mistake.
         """
-        if probe.raw_query is not None:
-            split = (p.partition("=") for p in probe.raw_query.split("&") if p)
-            pairs = [(unquote(k), unquote(v)) for k, _, v in split]
-        else:
-            pairs = list(probe.query)
-        wire = _model.WireRequest(
-            operation=probe.operation, method=probe.method, path=probe.path, query=pairs, body=probe.body
-        )
-        problems = _model.request_problems(wire)
+        problems = [p.message for p in validate_request(probe.wire())]
         if basis == "model" and not problems:
             self.note(
                 f"{probe.label}: not sent, the model accepts this request (it cannot blame the endpoint)"
@@ -278,22 +319,35 @@ class Context:
         return await self.send(probe)
 
     async def snapshot(self, version: str | None = None) -> Snapshot:
-        """GetImageSet, parsed; Abort when the answer is not a GetImageSet response."""
+        """GetImageSet, parsed; Abort when the answer has no usable version and state.
+
+        Only what the suite needs to go on is demanded here; every other rule
+        of the answer's shape is judged by the SR checks, which see it too.
+        """
         ex = await self.get_image_set(version)
         body = ex.json_or_none()
         if ex.status != 200 or not isinstance(body, dict):
             raise Abort(f"GetImageSet of the target image set answered {_said(ex)}", ex)
-        problems = [p for p in _model.output_problems("GetImageSet", body) if "unknown member" not in p]
-        if problems:
-            missing = [p.rsplit(" ", 1)[-1] for p in problems if "missing required member" in p]
-            what = f"without {', '.join(missing)}" if missing else "; ".join(problems[:3])
+        got, state = body.get("versionId"), body.get("imageSetState")
+        if not (isinstance(got, str) and got.isdigit() and isinstance(state, str)):
+            missing = [n for n in ("versionId", "imageSetState") if n not in body]
+            what = (
+                f"without {', '.join(missing)}" if missing else "without a usable versionId and imageSetState"
+            )
             raise Abort(f"GetImageSet answered 200 {what}: is this a HealthImaging endpoint?", ex)
-        return Snapshot(
-            str(body["versionId"]), str(body["imageSetState"]), str(body.get("imageSetWorkflowStatus"))
-        )
+        workflow = body.get("imageSetWorkflowStatus")
+        return Snapshot(got, state, str(workflow), body)
 
     async def settled(self) -> Snapshot:
-        """Wait (bounded) until the image set is ACTIVE and no update is being applied."""
+        """Wait (bounded) until the image set is ACTIVE and no update is being applied.
+
+        The first wait that runs out ends the write phase: it raises
+        :class:`Abort` with the reason (the check waiting fails), and every
+        later wait raises :class:`Skip` at once with the same reason, so a
+        never-settling image set costs one ``settle_timeout``, not one per check.
+        """
+        if self.session.stalled:
+            raise Skip(f"the write phase ended: {self.session.stalled}")
         deadline = time.monotonic() + self.settings.settle_timeout
         delay = 0.02
         while True:
@@ -301,15 +355,21 @@ class Context:
             if snap.state == "ACTIVE" and snap.workflow not in SETTLING:
                 return snap
             if time.monotonic() >= deadline:
-                raise Abort(
-                    f"the image set is still {snap.state}/{snap.workflow} "
-                    f"after {self.settings.settle_timeout:g} s"
+                reason = (
+                    f"the image set is still {snap.state}/{snap.workflow} (version {snap.version}) "
+                    f"after {self.settings.settle_timeout:g} s: the write phase ends here"
                 )
+                self.session.stalled = reason
+                raise Abort(reason)
             await anyio.sleep(delay)
             delay = min(delay * 1.5, 2.0)
 
     async def metadata(self, version: str | None = None) -> dict[str, Any]:
-        """GetImageSetMetadata (gzip undone); Abort when it is not a JSON document."""
+        """GetImageSetMetadata (gzip undone); Abort when it is not a JSON document.
+
+        A 409 ConflictException ("not consistent yet", evidence E2) is retried
+        for up to ``min(settle_timeout, 10 s)``, as callers of the real service do.
+        """
         query = (("version", version),) if version is not None else ()
         probe = Probe(
             operation="GetImageSetMetadata",
@@ -317,7 +377,14 @@ class Context:
             path=self.path("getImageSetMetadata"),
             query=query,
         )
-        ex = await self.send(probe, sensitive=True)
+        deadline = time.monotonic() + min(self.settings.settle_timeout, 10.0)
+        delay = 0.05
+        while True:
+            ex = await self.send(probe, sensitive=True)
+            if ex.status != 409 or ex.error_code() not in CONFLICT or time.monotonic() >= deadline:
+                break
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         doc = ex.json_or_none()
         if ex.status != 200 or not isinstance(doc, dict):
             raise Abort(f"GetImageSetMetadata of the target answered {_said(ex)}", ex)
@@ -337,6 +404,22 @@ class Context:
         if not self.vet(probe, "semantics"):
             raise Abort(f"{label}: the suite built a request the model refuses (a bug in the suite)")
         return await self.send(probe)
+
+    async def ensure_versions(self, count: int) -> Snapshot:
+        """The settled image set, with at least ``count`` versions (made by updates when writes allow)."""
+        current = await self.settled()
+        if int(current.version) >= count or not self.target.allow_writes:
+            return current
+        await self.first_write()
+        current = await self.settled()
+        while int(current.version) < count:
+            ex = await self.write(
+                f"update making version {int(current.version) + 1}", self.marker_update(), current.version
+            )
+            if ex.status != 200:
+                raise Abort(f"a valid update was not accepted: {_said(ex)}", ex)
+            current = await self.settled()
+        return current
 
     async def first_write(self) -> FirstWrite:
         """The run's first accepted update of the harmless attribute (made once, shared)."""

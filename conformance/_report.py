@@ -71,6 +71,9 @@ def print_report(report: Report, console: Console | None = None, *, details: boo
         console = Console()
         if not console.is_terminal:
             console = Console(width=140)
+    if report.unreachable is not None and not report.results:
+        console.print(Text(f"UNREACHABLE: {report.unreachable}; no check was run", style="bold red"))
+        return
     console.print(_table(report))
     if details:
         for r in report.results:
@@ -81,6 +84,8 @@ def print_report(report: Report, console: Console | None = None, *, details: boo
     if report.restore is not None:
         style = "green" if report.restore.ok else "bold white on red"
         console.print(Text(f"image set: {report.restore.message}", style=style))
+    if report.unreachable is not None:
+        console.print(Text(f"UNREACHABLE: {report.unreachable}", style="bold red"))
     c = report.counts()
     must_failed = sum(
         1 for r in report.results if r.outcome is Outcome.FAIL and r.check.level is CheckLevel.MUST
@@ -115,6 +120,10 @@ def to_junit_xml(report: Report) -> str:
     so CI fails exactly when the suite's exit status does.
     """
     root = ET.Element("testsuites", name="healthimaging-conformance", time=f"{report.seconds:.3f}")
+    if report.unreachable is not None:
+        suite = ET.SubElement(root, "testsuite", name="preflight", tests="1", failures="0", errors="1")
+        case = ET.SubElement(suite, "testcase", classname="conformance", name="the endpoint answers")
+        ET.SubElement(case, "error", message=report.unreachable, type="unreachable")
     for gid, results in report.by_group():
         suite = ET.SubElement(
             root,

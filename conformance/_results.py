@@ -107,6 +107,8 @@ class Report:
         seconds: wall time of the run.
         restore: what happened to the image set afterwards (None: not applicable).
         notes: run-wide notes (compatibility with older documentation, pacing).
+        unreachable: why the endpoint could not be reached, or stopped answering
+            (None: it answered throughout). With no results, nothing could be checked.
     """
 
     endpoint: str
@@ -115,6 +117,7 @@ class Report:
     seconds: float
     restore: Restore | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    unreachable: str | None = None
 
     def counts(self) -> dict[str, int]:
         out = {o.value: 0 for o in Outcome}
@@ -128,9 +131,12 @@ class Report:
 
     @property
     def exit_status(self) -> int:
-        """0: every MUST passed; 1: a MUST failed; 3: every MUST passed but the restore failed."""
+        """0: every MUST passed; 1: a MUST failed; 3: every MUST passed but the restore failed;
+        4: the endpoint could not be reached (or stopped answering before a MUST failed)."""
         if self.must_failed:
             return 1
+        if self.unreachable is not None:
+            return 4
         if self.restore is not None and not self.restore.ok:
             return 3
         return 0
@@ -156,6 +162,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "counts": self.counts(),
             "exit_status": self.exit_status,
+            "unreachable": self.unreachable,
             "restore": None
             if self.restore is None
             else {"ok": self.restore.ok, "message": self.restore.message},

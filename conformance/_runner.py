@@ -1,9 +1,16 @@
 """Running the checks: preflight, each check in order, then putting the image set back.
 
 Order: checks whose requests change nothing (a conformant endpoint refuses
-them), then checks that write, then checks over everything the run saw (error
-shapes, request ids, timing). A check never crashes the run: anything it
-raises becomes its failure, with the reason.
+them), then checks that write, then reads over what the writes made, then
+checks over every exchange the run saw (shapes, error shapes, request ids,
+timing). A check never crashes the run: anything it raises becomes its
+failure, with the reason. After a check that sent updates, the image set is
+verified against the ledger (``conformance._ledger``) when OC06 runs.
+
+Bounded: an endpoint nobody answers ends the run at the preflight (one
+message, exit status 4); one that stops answering ends it there (later checks
+skip); the first settle wait that runs out ends the write phase (later write
+checks skip with the reason).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Callable, Iterable
 import httpx
 
 from conformance._context import HARMLESS_ATTRIBUTE, Abort, Context, Session, Skip, digest
+from conformance._ledger import verify_writes
 from conformance._model import compatibility_notes
 from conformance._pacing import NoPacing, Pacer, default_pacer
 from conformance._registry import Check, CheckLevel, order_key, select_checks
@@ -57,7 +65,17 @@ async def run_conformance(
     client = http or httpx.AsyncClient(follow_redirects=False)
     try:
         session = Session(target, settings, client, pacer)
+        session.verify_refusals = any(c.id == "OC06" for c in checks)
         await _preflight(session)
+        if session.unreachable:
+            return Report(
+                endpoint=target.endpoint_url,
+                target=target.describe(),
+                results=(),
+                seconds=time.monotonic() - started,
+                unreachable=session.unreachable,
+                notes=(f"pacing: {pacer!r}",),
+            )
         results = []
         for c in checks:
             result = await _run_one(session, c)
@@ -71,8 +89,12 @@ async def run_conformance(
     notes = list(compatibility_notes())
     if session.preflight:
         notes.insert(0, f"preflight: {session.preflight}")
+    if session.stalled:
+        notes.insert(0, f"write phase ended: {session.stalled}")
     if session.throttles:
-        notes.append(f"{session.throttles} requests were throttled (429) and retried")
+        notes.append(
+            f"{session.throttles} answers were 429 (throttled); {session.throttle_waited:.1f} s waited"
+        )
     notes.append(f"pacing: {pacer!r}")
     return Report(
         endpoint=target.endpoint_url,
@@ -81,6 +103,7 @@ async def run_conformance(
         seconds=time.monotonic() - started,
         restore=restore,
         notes=tuple(notes),
+        unreachable=session.unreachable,
     )
 
 
@@ -88,13 +111,15 @@ async def _preflight(session: Session) -> None:
     ctx = Context(session, None)
     try:
         session.found = await ctx.settled()
-        if session.target.allow_writes:
-            session.found_digest = digest(await ctx.metadata(session.found.version))
-    except Abort as exc:
-        exchange = exc.exchange or (session.exchanges[-1] if session.exchanges else None)
+        session.found_digest = digest(await ctx.metadata(session.found.version))
+        session.ledger = (session.found.version, session.found_digest)
+    except (Abort, Skip) as exc:
+        message = exc.message if isinstance(exc, Abort) else str(exc)
+        exchange = exc.exchange if isinstance(exc, Abort) else None
+        exchange = exchange or (session.exchanges[-1] if session.exchanges else None)
         if exchange is not None and exchange.status is None:
             session.unreachable = f"cannot reach {session.target.endpoint_url}: {exchange.error}"
-        session.preflight = exc.message
+        session.preflight = message
 
 
 async def _run_one(session: Session, check: Check) -> Result:
@@ -103,11 +128,12 @@ async def _run_one(session: Session, check: Check) -> Result:
     outcome: Outcome | None = None
     message = ""
     try:
+        if session.unreachable:
+            raise Skip(session.unreachable)
         if check.writes:
             ctx.require_writes()
-        if session.unreachable:
-            raise Abort(session.unreachable)
-        if check.writes:
+            if session.stalled:
+                raise Skip(f"the write phase ended: {session.stalled}")
             await ctx.settled()
         await check.run(ctx)
     except Skip as exc:
@@ -116,6 +142,14 @@ async def _run_one(session: Session, check: Check) -> Result:
         ctx.fail(exc.message, exc.exchange)
     except Exception as exc:  # a check must never take the run down; say what happened instead
         ctx.fail(f"the check could not complete: {type(exc).__name__}: {exc}")
+    if session.verify_refusals and (ctx.accepted_writes or ctx.refused_writes or ctx.unanswered_writes):
+        await verify_writes(
+            Context(session, None),
+            who=check.id,
+            accepted=ctx.accepted_writes,
+            refused=ctx.refused_writes,
+            unanswered=ctx.unanswered_writes,
+        )
     if outcome is None:
         if ctx.failures:
             outcome = Outcome.FAIL if check.level is CheckLevel.MUST else Outcome.WARN
@@ -140,8 +174,19 @@ async def _run_one(session: Session, check: Check) -> Result:
 async def _restore(session: Session) -> Restore | None:
     """Put the image set back at the content it had when the run started (writes only)."""
     found = session.found
-    if found is None or session.unreachable:
+    if found is None:
         return None
+    if session.unreachable or session.stalled:
+        if not session.created_versions:
+            return None
+        why = session.unreachable or session.stalled
+        return Restore(
+            ok=False,
+            message=(
+                f"NOT RESTORED: {why}. The suite's writes touched only {HARMLESS_ATTRIBUTE} and StudyID; "
+                f"revert with revertToVersionId={found.version} once the image set is ACTIVE."
+            ),
+        )
     ctx = Context(session, None)
     try:
         now = await ctx.settled()
@@ -177,7 +222,7 @@ async def _restore(session: Session) -> Restore | None:
                 f"RESTORE FAILED: the image set is at version {now.version} or later, "
                 "not back at the content "
                 f"of version {found.version} ({exc.message}). The suite's writes touched only "
-                f"{HARMLESS_ATTRIBUTE}; revert it with revertToVersionId={found.version}."
+                f"{HARMLESS_ATTRIBUTE} and StudyID; revert it with revertToVersionId={found.version}."
             ),
         )
     return Restore(

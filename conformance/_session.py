@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -18,6 +18,7 @@ import httpx
 from async_hi.levels import Level, level_of
 from conformance._http import Exchange
 from conformance._pacing import Pacer
+from conformance._results import Failure
 from conformance._target import Settings, Target
 from conformance._validate import Problem, validate_response
 
@@ -76,11 +77,12 @@ def digest(doc: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The image set as GetImageSet reported it."""
+    """The image set as GetImageSet reported it (``body``: the whole answer, for timestamps)."""
 
     version: str
     state: str
     workflow: str
+    body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +104,24 @@ class Session:
         self.http = http
         self.pacer = pacer
         self.exchanges: list[Exchange] = []
+        #: set when the endpoint cannot be reached, or stopped answering: nothing more is sent
         self.unreachable: str | None = None
         self.preflight: str | None = None
         self.found: Snapshot | None = None
         self.found_digest: str | None = None
+        #: set by the first settle wait that ran out: the write phase is over, and why
+        self.stalled: str | None = None
+        self.no_answers = 0
+        self.throttle_waited = 0.0
+        #: the image set as last verified (version, metadata digest), for "a refused write changes nothing"
+        self.ledger: tuple[str, str] | None = None
+        self.verify_refusals = False
+        self.refusal_failures: list[Failure] = []
+        self.refusals_verified = 0
+        #: every version the run's accepted updates created (from their answers)
+        self.created_versions: list[str] = []
+        #: GetImageSet version=N of those versions, read once (VS09, VS10)
+        self.version_reads: dict[str, Snapshot] = {}
         self.first_write: FirstWrite | Abort | None = None
         self.provoked_errors = False
         self.throttles = 0

@@ -63,28 +63,44 @@ class Target:
 class Settings:
     """How the suite runs.
 
+    The bounds keep a run against a broken endpoint short: one settle wait
+    that runs out ends the write phase; a few requests without an answer end
+    the run; 429 waits are capped and share one budget.
+
     Args:
-        request_timeout: seconds to wait for any one answer (then: no response).
+        request_timeout: seconds to wait for any one whole answer (then: no response).
         time_bound: RB09's bound: every answer within this many seconds.
-        settle_timeout: how long an accepted update may stay LOCKED/UPDATING.
+        settle_timeout: how long an accepted update may stay LOCKED/UPDATING
+            (the first wait that runs out ends the write phase).
         examples: generated requests of the property-based check RB08.
         seed: random seed of the generated requests (None: random).
         writers: parallel updates OC03 sends.
         expect: check id -> the statuses to expect instead of the checklist's.
         max_failures: violations kept per check (the rest are counted).
+        max_no_answers: requests without an answer after which the endpoint
+            counts as stopped and the run ends.
+        max_retry_after: the longest wait honoured for one 429 (its
+            ``Retry-After`` is capped to this).
+        throttle_budget: seconds of 429 waits the whole run may spend; after
+            that a 429 is not retried.
     """
 
-    request_timeout: float = 30.0
+    request_timeout: float = 10.0
     time_bound: float = 5.0
-    settle_timeout: float = 120.0
+    settle_timeout: float = 30.0
     examples: int = 40
     seed: int | None = 0
     writers: int = 4
     expect: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     max_failures: int = 5
+    max_no_answers: int = 3
+    max_retry_after: float = 5.0
+    throttle_budget: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("request_timeout", "time_bound", "settle_timeout"):
+        if self.max_no_answers < 1:
+            raise ValueError(f"Settings.max_no_answers must be >= 1, got {self.max_no_answers!r}")
+        for name in ("request_timeout", "time_bound", "settle_timeout", "max_retry_after", "throttle_budget"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Settings.{name} must be > 0, got {getattr(self, name)!r}")
         if self.examples < 0:

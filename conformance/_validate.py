@@ -521,12 +521,16 @@ def _shape_problems(shape: Shape, value: Any, path: str) -> list[Problem]:
         return out
     if kind == "timestamp":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return [_endpoint("SR04", f"{path}: {_json_type(value)}, not a JSON number of epoch seconds")]
+            message = f"{path}: {_json_type(value)}, not a JSON number of epoch seconds"
+            # a strict (typed) parser refuses it too: SR08 names that
+            return [_endpoint("SR04", message), _endpoint("SR08", f"strict parse: {message}")]
         return []
     if kind == "string":
         if not isinstance(value, str):
-            rule = "SR06" if shape.metadata.get("pattern") else "SR08"
-            return [_endpoint(rule, f"{path}: expected a string, got {_json_type(value)}")]
+            message = f"{path}: expected a string, got {_json_type(value)}"
+            if not shape.metadata.get("pattern"):
+                return [_endpoint("SR08", message)]
+            return [_endpoint("SR06", message), _endpoint("SR08", f"strict parse: {message}")]
         enum: list[str] = list(getattr(shape, "enum", None) or [])
         if enum:
             if value not in enum:

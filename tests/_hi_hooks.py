@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import re
 import time
@@ -111,7 +112,7 @@ def _refusal_changes_state(emu: Emulator, mp: Any) -> None:
         try:
             return original(d, i, **kw)
         except ApiError as exc:
-            if exc.code == "ConflictException":
+            if exc.code in ("ConflictException", "ResourceNotFoundException"):
                 emu.store.image_set(d, i).latest.metadata["Study"]["DICOM"]["StudyDescription"] = "TOUCHED"
             raise
 
@@ -289,3 +290,169 @@ def _utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# -- mutants of the checks added for #13 ----------------------------------------------------------
+
+
+def on_ok(op: str, fn: Any) -> Any:
+    """``after``: rewrite the JSON body of 200 answers to ``op`` (a route name like ``getImageSet``)."""
+
+    def after(req: Req, resp: Resp, emu: Emulator) -> None:
+        if req.op == op and resp.status == 200:
+            body = resp.json()
+            fn(req, body)
+            resp.set_json(body)
+
+    return after
+
+
+def _lowercase_list_status(req: Req, body: dict[str, Any]) -> None:
+    for item in body["imageSetPropertiesList"]:
+        item["imageSetWorkflowStatus"] = item.pop("ImageSetWorkflowStatus")
+
+
+def _string_times(req: Req, body: dict[str, Any]) -> None:
+    body["createdAt"] = body["updatedAt"] = "2024-01-01T00:00:00Z"
+
+
+def _numeric_list_versions(req: Req, body: dict[str, Any]) -> None:
+    for item in body["imageSetPropertiesList"]:
+        item["versionId"] = int(item["versionId"])
+
+
+def _frozen_updated_at(req: Req, resp: Resp, emu: Emulator) -> None:
+    if req.op in ("getImageSet", "listImageSetVersions") and resp.status == 200:
+        body = resp.json()
+        for rec in [body, *body.get("imageSetPropertiesList", [])]:
+            if "updatedAt" in rec:
+                rec["updatedAt"] = rec["createdAt"]
+        resp.set_json(body)
+
+
+def _plain_metadata(req: Req, resp: Resp, emu: Emulator) -> None:
+    """The metadata as plain JSON, no Content-Encoding (what a naive server sends)."""
+    if req.op == "getImageSetMetadata" and resp.status == 200:
+        resp.body = gzip.decompress(resp.body)
+        resp.headers.pop("content-encoding", None)
+
+
+def _gzip_without_header(req: Req, resp: Resp, emu: Emulator) -> None:
+    if req.op == "getImageSetMetadata" and resp.status == 200:
+        resp.headers.pop("content-encoding", None)
+
+
+def _drop_param(*names: str) -> Any:
+    """``before``: ignore these query parameters (as an endpoint that does not read them)."""
+
+    def before(req: Req, emu: Emulator) -> None:
+        if any(req.param(n) is not None for n in names) and req.op != "updateImageSetMetadata":
+            req.query = [(k, v) for k, v in req.query if k not in names]
+            req.changed = True
+
+    return before
+
+
+def _fix_read_params(req: Req, emu: Emulator) -> None:
+    """Bad ``version``/``maxResults`` on reads are dropped instead of refused."""
+    bad = [
+        k
+        for k, v in req.query
+        if (k == "version" and not v.isdigit())
+        or (k == "maxResults" and not (v.isdigit() and 1 <= int(v) <= 50))
+    ]
+    if bad:
+        req.query = [(k, v) for k, v in req.query if k not in bad]
+        req.changed = True
+
+
+def _force_always(req: Req, emu: Emulator) -> None:
+    if _update(req) and req.param("force") is None:
+        req.set_param("force", "true")
+
+
+def _failed_without_message(emu: Emulator, mp: Any) -> None:
+    _apply_fails(emu, mp)
+    original = emu.store.settle
+
+    def settle(image_set: Any) -> None:
+        original(image_set)
+        for v in image_set.versions:
+            if v.workflow_status == "UPDATE_FAILED":
+                v.message = None
+
+    mp.setattr(emu.store, "settle", settle)
+
+
+def _accept_very_stale(emu: Emulator, mp: Any) -> None:
+    def wrap(original: Any, d: str, i: str, **kw: Any) -> Any:
+        cur = emu.store.image_set(d, i).latest.version_id
+        if kw["latest_version"] <= cur - 2:
+            kw["latest_version"] = cur
+        return original(d, i, **kw)
+
+    _patch_update(emu, mp, wrap)
+
+
+def _bad_force_applied_before(req: Req, emu: Emulator) -> None:
+    """A 400 that still creates a version: force=yes is applied as force=true, then answered 400."""
+    if _update(req) and req.param("force") not in (None, "true", "false"):
+        req.set_param("force", "true")
+        req.marks.add("refuse")
+
+
+def _bad_force_applied_after(req: Req, resp: Resp, emu: Emulator) -> None:
+    if "refuse" in req.marks:
+        resp.status = 400
+        resp.headers["x-amzn-errortype"] = "ValidationException"
+        resp.set_json({"message": "force must be true or false"})
+
+
+# -- negative controls: conformant variations the suite must pass -------------------------------
+
+
+def _type_suffix(req: Req, resp: Resp, emu: Emulator) -> None:
+    code = resp.headers.get("x-amzn-errortype")
+    if resp.status >= 400 and code:
+        resp.headers["x-amzn-errortype"] = (
+            f"{code}:http://internal.amazon.com/coral/com.amazon.coral.validate/"
+        )
+
+
+def _extra_members(req: Req, resp: Resp, emu: Emulator) -> None:
+    body = resp.json() if req.op != "getImageSetMetadata" or resp.status != 200 else None
+    if isinstance(body, dict):
+        body["someNewMember"] = {"x": 1}
+        for item in body.get("imageSetPropertiesList", []):
+            item["anotherNewMember"] = True
+        resp.set_json(body)
+
+
+def _header_case(req: Req, resp: Resp, emu: Emulator) -> None:
+    resp.headers = {k.upper() if k.startswith("x-") else k.title(): v for k, v in resp.headers.items()}
+
+
+def _extra_headers(req: Req, resp: Resp, emu: Emulator) -> None:
+    resp.headers.update({"x-amz-cf-id": "cf-1", "x-amz-apigw-id": "a-1", "via": "1.1 proxy", "x-extra": "1"})
+
+
+def throttle_some(every: int, seconds: str = "1") -> Any:
+    """``before``: answer every ``every``-th request 429 with ``Retry-After`` (the retry goes through)."""
+    seen = {"n": 0}
+
+    def before(req: Req, emu: Emulator) -> web.Response | None:
+        seen["n"] += 1
+        if seen["n"] % every:
+            return None
+        resp = error(429, "ThrottlingException", "Rate exceeded")
+        resp.headers["Retry-After"] = seconds
+        return resp
+
+    return before
+
+
+def _short_pages(req: Req, emu: Emulator) -> None:
+    """Pages of one version whatever valid ``maxResults`` asked (invalid ones are refused as before)."""
+    asked = req.param("maxResults")
+    if req.op == "listImageSetVersions" and (asked is None or (asked.isdigit() and 1 <= int(asked) <= 50)):
+        req.set_param("maxResults", "1")

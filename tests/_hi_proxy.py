@@ -11,6 +11,7 @@ behaviour is broken by patching the running instance from the test.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -112,6 +113,8 @@ class Mutant:
     config: dict[str, Any] = field(default_factory=dict)
     select: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    #: seconds every answer is held back (an honest but slower endpoint)
+    delay: float = 0.0
 
 
 def error(status: int, code: str, message: str = "broken endpoint") -> web.Response:
@@ -204,6 +207,8 @@ class BrokenEndpoint:
             body=body,
         )
         mutant = self.mutant
+        if mutant and mutant.delay:
+            await asyncio.sleep(mutant.delay)
         if mutant and mutant.before:
             direct = mutant.before(req, self.emu)
             if direct is not None:
@@ -229,7 +234,7 @@ class BrokenEndpoint:
         out = {
             k: v
             for k, v in resp.headers.items()
-            if k not in ("content-length", "transfer-encoding", "date", "server")
+            if k.lower() not in ("content-length", "transfer-encoding", "date", "server")
         }
         return web.Response(status=resp.status, body=resp.body, headers=out)
 

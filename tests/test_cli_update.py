@@ -152,6 +152,54 @@ def test_start_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "Redis at --redis is unreachable" in err
 
 
+def updates_sent(emu: EmulatorThread) -> int:
+    return sum(r.operation == "UpdateImageSetMetadata" for r in emu.emulator.requests)
+
+
+def test_a_foreign_file_or_another_manifests_journal_is_refused_before_anything_is_sent(
+    tmp_path: Path, emu: EmulatorThread
+) -> None:
+    seeded = emu.call(lambda: emu.emulator.seed(2))
+    ds, isets = seeded.datastore_id, list(seeded.image_set_ids)
+    a = manifest(tmp_path / "a.jsonl", ds, isets, 6)
+    journal = tmp_path / "run.journal"
+    assert cli(emu, str(a), "--journal", str(journal), "--json").returncode == 0
+    sent = updates_sent(emu)
+    # another manifest with the same journal: refused at once, not when its first journaled line comes
+    b = tmp_path / "b.jsonl"
+    b.write_text(a.read_text().replace('"V', '"W'))
+    r = cli(emu, str(b), "--journal", str(journal))
+    assert r.returncode == 2, r.stderr
+    assert "belongs to a.jsonl" in r.stderr
+    assert "nothing was sent" in r.stderr
+    assert updates_sent(emu) == sent
+    # a one-line notes file given as the journal: refused and left byte-identical
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"call the lab about the CT on Tuesday\n")
+    r = cli(emu, str(a), "--journal", str(notes))
+    assert r.returncode == 2, r.stderr
+    assert "is not an async-hi journal" in r.stderr
+    assert notes.read_bytes() == b"call the lab about the CT on Tuesday\n"
+    assert updates_sent(emu) == sent
+    # a grown manifest is accepted when asked, and only the new lines are sent
+    grown = tmp_path / "grown.jsonl"
+    grown.write_text(
+        a.read_text() + manifest(tmp_path / "x.jsonl", ds, isets, 8).read_text().split("\n", 6)[6]
+    )
+    r = cli(emu, str(grown), "--journal", str(journal), "--json", "--accept-changed-manifest")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["skipped"], out["applied"]) == (6, 2)
+    # an edit to a request the journal finished is refused up front, even when changes are accepted
+    sent = updates_sent(emu)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(grown.read_text().replace('"V0"', '"Z0"', 1))
+    r = cli(emu, str(edited), "--journal", str(journal), "--accept-changed-manifest")
+    assert r.returncode == 2, r.stderr
+    assert "request 1 differs" in r.stderr
+    assert updates_sent(emu) == sent
+
+
 def test_sigint_drains_and_a_resumed_run_finishes_exactly_once(tmp_path: Path) -> None:
     quotas = {**DEFAULT_QUOTAS, "UpdateImageSetMetadata": Quota(rate=20, burst=1)}
     with EmulatorThread(lock_seconds=0.02, quotas=quotas) as emu:

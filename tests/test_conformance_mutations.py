@@ -18,29 +18,47 @@ from aiohttp import web
 
 from conformance import CheckLevel, Outcome, Settings, all_checks, run_conformance
 from tests._hi_hooks import (
+    _accept_very_stale,
     _applied_but_refused_after,
     _applied_but_refused_before,
     _apply_fails,
+    _bad_force_applied_after,
+    _bad_force_applied_before,
     _bad_id,
     _bad_signature,
     _blob,
     _dedupe_query,
+    _drop_param,
+    _extra_headers,
+    _extra_members,
+    _failed_without_message,
     _fix_param,
+    _fix_read_params,
+    _force_always,
+    _frozen_updated_at,
+    _gzip_without_header,
+    _header_case,
     _is_json,
     _json_content_type,
     _launder,
     _lenient_union,
+    _lowercase_list_status,
     _no_apply,
     _no_conflicts,
+    _numeric_list_versions,
     _other_datastore,
+    _plain_metadata,
     _racy,
     _refusal_changes_state,
     _reverse_versions,
     _revert_keeps_content,
     _set,
+    _short_pages,
     _slow_reads,
     _stale_date,
+    _string_times,
     _strip_extra_keys,
+    _type_suffix,
     _update,
     _utf8,
     _version_ahead,
@@ -48,7 +66,9 @@ from tests._hi_hooks import (
     accept_if,
     fail_if,
     on_errors,
+    on_ok,
     on_update_ok,
+    throttle_some,
 )
 from tests._hi_proxy import BrokenEndpoint, Mutant, Req
 
@@ -148,6 +168,7 @@ MUTANTS = [
         ),
     ),
     Mutant("datastore id ignored", ("RV17",), before=_other_datastore),
+    Mutant("bad version / maxResults on reads ignored", ("RV18",), before=_fix_read_params),
     # -- SR ------------------------------------------------------------------
     Mutant(
         "success without JSON Content-Type",
@@ -191,6 +212,31 @@ MUTANTS = [
         "latestVersionId as a JSON number",
         ("SR08",),
         after=on_update_ok(lambda r, b: _set(b, latestVersionId=int(b["latestVersionId"]))),
+    ),
+    Mutant(
+        "list items spell imageSetWorkflowStatus with a small i",
+        ("SR09",),
+        after=on_ok("listImageSetVersions", _lowercase_list_status),
+        select=("VS05", "SR09"),
+    ),
+    Mutant("metadata as plain JSON", ("SR10",), after=_plain_metadata),
+    Mutant("metadata gzip without Content-Encoding", ("SR10",), after=_gzip_without_header),
+    Mutant(
+        "update answers the settled state",
+        ("SR11",),
+        after=on_update_ok(lambda r, b: _set(b, imageSetState="ACTIVE", imageSetWorkflowStatus="UPDATED")),
+    ),
+    Mutant(
+        "GetImageSet timestamps as strings",
+        ("SR04", "SR08"),
+        after=on_ok("getImageSet", _string_times),
+        select=("SR04", "SR08"),
+    ),
+    Mutant(
+        "list versionIds as numbers",
+        ("SR06",),
+        after=on_ok("listImageSetVersions", _numeric_list_versions),
+        select=("VS05", "SR06"),
     ),
     # -- ER ------------------------------------------------------------------
     Mutant(
@@ -247,6 +293,14 @@ MUTANTS = [
     ),
     Mutant("updates end UPDATE_FAILED", ("OC05",), setup=_apply_fails),
     Mutant("a refused write changes the metadata", ("OC06",), setup=_refusal_changes_state),
+    Mutant(
+        "a 400 that still creates a version",
+        ("OC06",),
+        before=_bad_force_applied_before,
+        after=_bad_force_applied_after,
+        select=("RV14", "OC06"),
+    ),
+    Mutant("latestVersion two behind accepted", ("OC08",), setup=_accept_very_stale),
     # -- VS ------------------------------------------------------------------
     Mutant(
         "dropping the version increment",
@@ -268,6 +322,12 @@ MUTANTS = [
         ),
     ),
     Mutant("versions listed oldest first", ("VS05",), after=_reverse_versions, select=("VS01", "VS05")),
+    Mutant("GetImageSet ignores version=N", ("VS06",), before=_drop_param("version")),
+    Mutant("nextToken ignored: the first page again", ("VS07",), before=_drop_param("nextToken")),
+    Mutant("maxResults ignored: one page of everything", ("VS07",), before=_drop_param("maxResults")),
+    Mutant("force ignored: force-only changes accepted without it", ("VS08",), before=_force_always),
+    Mutant("UPDATE_FAILED without a message", ("VS09",), setup=_failed_without_message),
+    Mutant("updatedAt never moves", ("VS10",), after=_frozen_updated_at),
     # -- AU ------------------------------------------------------------------
     Mutant("accepting unsigned requests", ("AU01",), config={"verify_sigv4": False}),
     Mutant("accepting bad signatures", ("AU02", "AU05"), before=_launder(_bad_signature)),
@@ -363,11 +423,34 @@ def test_every_check_is_named_by_a_mutant() -> None:
     assert should - named == set(), "SHOULD checks without a mutant"
 
 
-async def test_the_unbroken_proxy_passes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The control: the proxy itself breaks nothing, so each mutant is caught for its violation."""
-    async with BrokenEndpoint(None, monkeypatch) as ep:
+#: Negative controls: conformant variations. Each runs the whole suite and must pass every check.
+CONTROLS = [
+    Mutant("the unbroken proxy", ()),
+    Mutant("error types with a ':http://...' suffix", (), after=_type_suffix),
+    Mutant("unknown extra members in every JSON answer", (), after=_extra_members),
+    Mutant("header names in other letter case", (), after=_header_case),
+    Mutant("extra response headers", (), after=_extra_headers),
+    Mutant("429 with Retry-After on every 100th request", (), before=throttle_some(100)),
+    Mutant("short list pages (one version each)", (), before=_short_pages),
+    # every answer 300 ms later; a LOCKED window of a second, as the real service's lasts seconds
+    Mutant(
+        "300 ms slower answers",
+        (),
+        delay=0.3,
+        config={"lock_seconds": 1.0},
+        select=("OC03", "OC04", "VS09", "RB09"),
+    ),
+]
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[c.name for c in CONTROLS])
+async def test_conformant_variations_pass_everything(
+    control: Mutant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy and conformant variations break nothing: a caught mutant is caught for its violation."""
+    async with BrokenEndpoint(control, monkeypatch) as ep:
         assert ep.target is not None
-        report = await run_conformance(ep.target, settings=Settings(examples=15))
+        report = await run_conformance(ep.target, settings=Settings(examples=15), select=control.select)
     bad = [
         f"{r.check.id} {r.outcome.value}: {r.message}"
         for r in report.results
@@ -376,6 +459,9 @@ async def test_the_unbroken_proxy_passes_everything(monkeypatch: pytest.MonkeyPa
     assert bad == []
     assert report.restore is not None
     assert report.restore.ok
+    assert report.exit_status == 0
+    if "429" in control.name:
+        assert any("answers were 429" in n for n in report.notes), report.notes
 
 
 def test_blob_helper_sanity() -> None:

@@ -106,7 +106,7 @@ async def test_string_timestamps_fail_sr04_naming_the_member(hi: FakeHI) -> None
     report = await _run("SR04", "SR08")
     sr04 = report.result("SR04")
     assert sr04.outcome is Outcome.FAIL
-    assert "createdAt is a string, not a JSON number of epoch seconds" in sr04.message
+    assert "createdAt: string, not a JSON number of epoch seconds" in sr04.message
     assert sr04.failures[0].curl
     assert "Signature=****" in sr04.failures[0].curl
     assert report.result("SR08").outcome is Outcome.FAIL
@@ -213,22 +213,45 @@ async def test_throttles_are_retried_not_blamed(hi: FakeHI) -> None:
     report = await _run("RV03")
     assert report.result("RV03").outcome is Outcome.PASS
     assert any("throttled" in n for n in report.result("RV03").notes)
-    assert any("throttled (429) and retried" in n for n in report.notes)
+    assert any("1 answers were 429 (throttled)" in n for n in report.notes)
 
 
 async def test_read_only_runs_skip_writes_and_send_no_acceptable_update(hi: FakeHI) -> None:
     hi.update = ok_update
-    report = await _run("SR01", "VS01", "OC03", allow_writes=False)
+    report = await _run("SR11", "VS01", "OC03", allow_writes=False)
     assert {r.outcome for r in report.results} == {Outcome.SKIP}
-    assert "--allow-writes" in report.result("SR01").message
+    assert "--allow-writes" in report.result("SR11").message
     assert hi.requests == []
 
 
-async def test_an_unreachable_endpoint_fails_every_check_with_the_reason() -> None:
+async def test_an_unreachable_endpoint_is_one_message_and_exit_status_4() -> None:
     with respx.mock() as router:
-        router.route().mock(side_effect=httpx.ConnectError("connection refused"))
+        route = router.route().mock(side_effect=httpx.ConnectError("connection refused"))
         report = await _run("RV01", "SR01", "ER01")
-    for r in report.results:
-        assert r.outcome is Outcome.FAIL
-        assert r.message.startswith(f"cannot reach {URL}: ConnectError: connection refused")
-    assert report.exit_status == 1
+    assert report.results == ()
+    assert report.unreachable == f"cannot reach {URL}: ConnectError: connection refused"
+    assert report.exit_status == 4
+    assert route.call_count == 1
+
+
+async def test_an_endpoint_that_stops_answering_ends_the_run() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] > 3:  # the preflight's reads answer, then nothing does
+            raise httpx.ReadTimeout("timed out")
+        return (
+            FakeHI._get(None, request)
+            if "getImageSet" in request.url.path
+            else FakeHI._metadata(None, request)
+        )  # type: ignore[arg-type]
+
+    with respx.mock() as router:
+        router.route().mock(side_effect=flaky)
+        report = await _run("RV", "OC06")
+    assert report.unreachable is not None
+    assert "stopped answering: 3 requests got no answer" in report.unreachable
+    assert calls["n"] == 3 + 3
+    assert {r.outcome for r in report.results[1:]} == {Outcome.SKIP}
+    assert report.exit_status == 1  # RV01's probes got no answer: a MUST failed

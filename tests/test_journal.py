@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from async_hi._journal import Journal, JournalError, JournalMismatchError
+from async_hi._journal import Fingerprint, Journal, JournalError, JournalMismatchError
 from async_hi._reconcile import ReconcileError, reconcile
 from async_hi._updates import MetadataUpdate
 from async_hi.emulator._seed import synthetic_metadata
@@ -95,6 +95,116 @@ async def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
     path.write_text('{"t":"journal","format":99}\n')
     with pytest.raises(JournalError, match="format 99"):
         await Journal(path).__aenter__()
+    path.write_text('{"t":"journal","format":"' + SECRET + '"}\n')
+    with pytest.raises(JournalError, match=r"format \?") as info:
+        await Journal(path).__aenter__()
+    assert SECRET not in str(info.value)
+    path.write_text('{"t":"journal","format":1}\n{"t":"' + SECRET + '"}\n')
+    with pytest.raises(JournalError, match="line 2: unknown record type") as info:
+        await Journal(path).__aenter__()
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"remember to call the lab\n",
+        b"one line, no newline",
+        b'{"t":"intent","id":1,"keys":[1],"digests":["ab"],"ds":"d","is":"i","base":"1"}\n',
+        b'{"some": "other tool\'s JSON lines"}\n{"t":"journal","format":2}\n',
+        b"\n" + b'{"t":"journal","format":2,"input":null}\n',
+        b'{"t":"jour',  # not even a whole header: never ours to rewrite
+        b"\xff\xfe" + "a UTF-16 note".encode("utf-16-le"),
+    ],
+)
+async def test_a_file_that_is_not_a_journal_is_refused_and_left_byte_identical(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(JournalError, match=r"is not an async-hi journal .* left as it is"):
+        await Journal(path).__aenter__()
+    assert path.read_bytes() == content
+
+
+async def test_a_directory_or_fifo_is_not_a_journal(tmp_path: Path) -> None:
+    import os
+
+    with pytest.raises(JournalError, match="not a regular file"):
+        await Journal(tmp_path).__aenter__()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(JournalError, match="not a regular file"):
+        await Journal(fifo).__aenter__()
+
+
+async def test_garbage_after_a_journal_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    async with Journal(path) as j:
+        await j.failed(None, reason="x", keys=[1], digests=["ab" * 32])
+    for tail in (b"hello\n", b"hello", b"\x00\x00", b'["t"]\n'):
+        original = path.read_bytes() + tail
+        path.write_bytes(original)
+        with pytest.raises(JournalError, match="line 3 is corrupt; nothing was changed"):
+            await Journal(path).__aenter__()
+        assert path.read_bytes() == original
+        path.write_bytes(original[: -len(tail)])
+
+
+def fingerprint(tmp_path: Path, name: str, text: str) -> Fingerprint:
+    path = tmp_path / name
+    path.write_text(text)
+    return Fingerprint.of_file(path)
+
+
+async def test_a_journal_of_another_input_is_refused_before_anything(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    mine = fingerprint(tmp_path, "a.jsonl", "line one\n")
+    other = fingerprint(tmp_path, "b.jsonl", "line two\n")
+    moved = fingerprint(tmp_path, "moved.jsonl", "line one\n")
+    async with Journal(path, fingerprint=mine) as j:
+        await j.failed(None, reason="x", keys=[1], digests=["ab" * 32])
+    assert json.loads(path.read_text().splitlines()[0])["input"]["sha256"] == mine.sha256
+    before = path.read_bytes()
+    with pytest.raises(
+        JournalMismatchError, match=r"belongs to a.jsonl \(9 bytes, sha256 .*\), not to b.jsonl"
+    ):
+        await Journal(path, fingerprint=other).__aenter__()
+    assert path.read_bytes() == before
+    async with Journal(path, fingerprint=moved) as j:  # the same bytes elsewhere: the same input
+        assert j.finished(1, "ab" * 32) == "failed"
+    async with Journal(path, fingerprint=other, accept_changed_input=True) as j:
+        assert j.recorded_input == other
+    async with Journal(path, fingerprint=other) as j:  # the accepted change was recorded
+        assert j.finished(1, "ab" * 32) == "failed"
+    with pytest.raises(JournalMismatchError, match=r"belongs to b\.jsonl"):
+        await Journal(path, fingerprint=mine).__aenter__()
+
+
+async def test_a_format_1_journal_is_read_and_given_its_input(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_text(
+        '{"t":"journal","format":1}\n{"t":"failed","id":null,"keys":[3],"digests":["ab"],"reason":"x"}\n'
+    )
+    mine = fingerprint(tmp_path, "a.jsonl", "x\n")
+    async with Journal(path, fingerprint=mine) as j:
+        assert j.finished(3, "ab") == "failed"
+    with pytest.raises(JournalMismatchError):
+        await Journal(path, fingerprint=fingerprint(tmp_path, "b.jsonl", "y\n")).__aenter__()
+
+
+async def test_after_a_torn_last_line_every_finished_key_is_still_found(tmp_path: Path) -> None:
+    # outcomes arrive out of key order; the lookup table must be sorted on every path of the load
+    path = tmp_path / "j.jsonl"
+    keys = [9, 2, 7, 1, 5]
+    async with Journal(path) as j:
+        for k in keys:
+            i = await j.intent(keys=[k], digests=["ab" * 32], datastore_id=DS, image_set_id=IS, base="1")
+            await j.applied(i, version="2")
+    with path.open("ab") as f:
+        f.write(b'{"t":"intent","id":9')
+    async with Journal(path) as j:
+        assert [j.finished(k, "ab" * 32) for k in keys] == ["applied"] * len(keys)
 
 
 async def test_a_second_process_cannot_open_a_journal_in_use(tmp_path: Path) -> None:

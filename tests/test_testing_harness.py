@@ -67,7 +67,7 @@ def test_reset_forgets_data_knobs_and_calls_and_keeps_the_port(
     seeded = hi_emulator.seed(1)
     d, i = seeded.datastore_id, seeded.image_set_ids[0]
     hi_emulator.configure(lock_seconds=5.0, quotas={UPD: Quota(rate=0.01, burst=1)}, record_values=True)
-    hi_emulator.concurrent_update(i, updatable={"Study": {"DICOM": {"StudyID": "7"}}})
+    hi_emulator.concurrent_update(i, updatable={"Study": {"DICOM": {"AccessionNumber": "7"}}})
     hi_boto3.get_image_set(datastoreId=d, imageSetId=i)
     assert hi_emulator.calls() == 1
 
@@ -246,12 +246,19 @@ def test_concurrent_update_lands_between_a_read_and_a_write(
     assert len(hi_emulator.history(i)) == 2
 
 
-def test_a_failed_concurrent_update_is_reported(hi_emulator: EmulatorHarness, hi_boto3: Any) -> None:
-    i = hi_emulator.seed(1).image_set_ids[0]
-    hi_emulator.concurrent_update(i, updatable={"Study": {"DICOM": {"ImageSetID": "x"}}})  # never updatable
+def test_a_concurrent_update_the_service_would_refuse(hi_emulator: EmulatorHarness, hi_boto3: Any) -> None:
+    i = hi_emulator.seed(1, primary=True).image_set_ids[0]
+    with pytest.raises(ValueError, match="would refuse"):  # checked at once: never updatable
+        hi_emulator.concurrent_update(i, updatable={"Study": {"DICOM": {"ImageSetID": "x"}}})
+    with pytest.raises(ValueError, match="would refuse"):  # StudyID needs force
+        hi_emulator.concurrent_update(i, updatable={"Study": {"DICOM": {"StudyID": "9"}}})
+    # refused only when it lands: reported by the next harness call
+    hi_emulator.concurrent_update(i, updatable={"Study": {"DICOM": {"StudyDescription": "X"}}})
+    hi_emulator.delete(i)
     hi_boto3.get_image_set(datastoreId=hi_emulator.datastore_id, imageSetId=i)
-    with pytest.raises(RuntimeError, match=r"concurrent_update .* failed: ValidationException"):
+    with pytest.raises(RuntimeError, match=r"concurrent_update .* failed: ConflictException"):
         hi_emulator.history(i)
+    assert len(hi_emulator.history(i)) == 1
 
 
 def test_other_writers_and_deleted_image_sets(hi_emulator: EmulatorHarness, hi_boto3: Any) -> None:

@@ -34,7 +34,8 @@ def add_parser(sub: Any) -> None:
         description=(
             "Run the conformance checks (RV SR ER OC VS AU PD RB) against an endpoint, or against our "
             "emulator started in-process. Exit status: 0 every MUST passed, 1 a MUST failed, "
-            "2 bad usage, 3 the image set could not be restored."
+            "2 bad usage, 3 the image set could not be restored, 4 the endpoint could not be reached "
+            "(or stopped answering)."
         ),
     )
     where = p.add_mutually_exclusive_group()
@@ -75,9 +76,15 @@ def add_parser(sub: Any) -> None:
         "--time-bound", type=_positive, default=5.0, help="RB09: seconds per answer (default 5)"
     )
     tune.add_argument(
-        "--request-timeout", type=_positive, default=30.0, help="seconds before giving up on one"
+        "--request-timeout", type=_positive, default=10.0, help="seconds to wait for one answer (default 10)"
     )
-    tune.add_argument("--settle-timeout", type=_positive, default=120.0, help="seconds an update may take")
+    tune.add_argument(
+        "--settle-timeout",
+        type=_positive,
+        default=30.0,
+        help="seconds an accepted update may stay LOCKED/UPDATING; the first wait that runs out ends "
+        "the write phase (default 30)",
+    )
     tune.add_argument("--examples", type=int, default=40, help="RB08 generated requests (default 40)")
     tune.add_argument("--seed", type=int, default=0, help="RB08 random seed (default 0)")
     tune.add_argument(

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from async_hi._bulk import BulkRun, reason_code, update_many
 from async_hi._client import HealthImagingClient
-from async_hi._journal import Journal
+from async_hi._journal import Fingerprint, Journal
 from async_hi._manifest import ManifestEntry, ManifestError, read_manifest
 from async_hi._reconcile import ClientVersionReader, reconcile
 from async_hi.cli._progress import MAX_LISTED, JobSummary, Progress, Snapshot
@@ -64,6 +65,12 @@ def _entries(path: Path) -> Iterator[ManifestEntry]:
             yield item
 
 
+def _check_every_request(path: Path, journal: Journal) -> None:
+    """Raise JournalMismatchError if any journaled request of the manifest changed."""
+    for entry in _entries(path):
+        journal.finished(entry.line, entry.update.digest())
+
+
 async def run_job(
     path: Path,
     client: HealthImagingClient,
@@ -73,6 +80,7 @@ async def run_job(
     wait: bool = False,
     journal_path: Path | None = None,
     retry_failed: bool = False,
+    accept_changed_manifest: bool = False,
     stop_on_error: bool = False,
     progress: Progress,
 ) -> JobSummary:
@@ -86,11 +94,15 @@ async def run_job(
         wait: wait for each update to be applied (UPDATE_FAILED then counts as failed).
         journal_path: journal to resume from and append to.
         retry_failed: with a journal, send again the requests that failed in earlier runs.
+        accept_changed_manifest: with a journal written for another version of the
+            manifest, go on (recording the new one) if no journaled request changed;
+            the whole manifest is checked against the journal before anything is sent.
         stop_on_error: stop at the first bad line or failed request.
         progress: the display.
 
     Raises:
-        JournalError: the journal is locked, corrupt, or does not match the manifest.
+        JournalError: the journal is locked, corrupt, not a journal, or of another manifest
+            (checked before anything is sent).
     """
     summary = JobSummary(manifest=path.name)
     total = count_lines(path)
@@ -126,7 +138,17 @@ async def run_job(
     async with contextlib.AsyncExitStack() as stack:
         journal = None
         if journal_path is not None:
-            journal = await stack.enter_async_context(Journal(journal_path, retry_failed=retry_failed))
+            fingerprint = await anyio.to_thread.run_sync(Fingerprint.of_file, path, abandon_on_cancel=True)
+            journal = await stack.enter_async_context(
+                Journal(
+                    journal_path,
+                    retry_failed=retry_failed,
+                    fingerprint=fingerprint,
+                    accept_changed_input=accept_changed_manifest,
+                )
+            )
+            if accept_changed_manifest:
+                await anyio.to_thread.run_sync(_check_every_request, path, journal, abandon_on_cancel=True)
             verdicts = await reconcile(journal, _entries(path), reader)
             summary.reconciled_landed = sum(v.applied for v in verdicts)
             summary.reconciled_not_landed = len(verdicts) - summary.reconciled_landed

@@ -76,6 +76,12 @@ def add_parser(sub: Any) -> None:
     job = p.add_argument_group("job")
     job.add_argument("--journal", type=Path, metavar="PATH", help="resume from and append to this journal")
     job.add_argument("--retry-failed", action="store_true", help="with --journal: send failed requests again")
+    job.add_argument(
+        "--accept-changed-manifest",
+        action="store_true",
+        help="with --journal: resume although the manifest changed since the journal began "
+        "(refused anyway if a request the journal finished was edited; checked before sending)",
+    )
     job.add_argument("--wait", action="store_true", help="wait until each update is applied (UPDATED)")
     job.add_argument("--stop-on-error", action="store_true", help="stop at the first bad line or failure")
     job.add_argument(
@@ -137,6 +143,7 @@ async def _main(args: argparse.Namespace) -> Any:
                 wait=args.wait,
                 journal_path=args.journal,
                 retry_failed=args.retry_failed,
+                accept_changed_manifest=args.accept_changed_manifest,
                 stop_on_error=args.stop_on_error,
                 progress=progress,
             )

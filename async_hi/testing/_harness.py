@@ -20,18 +20,21 @@ a version conflict is produced on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import enum
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+import warnings
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from async_hi.contract import OPERATIONS, Quota
+from async_hi.document import check_document
 from async_hi.emulator import (
     EmulatorConfig,
     EmulatorThread,
@@ -201,10 +204,11 @@ class EmulatorHarness:
             "medical-imaging", config=Config(inject_host_prefix=False, **config), **self.client_kwargs()
         )
 
-    def aioboto_client(self, **config: Any) -> ClientCreatorContext[AioMedicalImaging]:
+    def aioboto_client(self, **config: Any) -> contextlib.AbstractAsyncContextManager[AioMedicalImaging]:
         """An aiobotocore ``medical-imaging`` client context for this emulator (``async with``).
 
-        Under trio (no asyncio loop running) it uses aiobotocore's httpx session.
+        Under trio (no asyncio loop running) it uses aiobotocore's httpx session
+        (without aiobotocore's warning that it prefers httpx2).
 
         Args:
             config: further ``aiobotocore.config.AioConfig`` settings.
@@ -218,9 +222,10 @@ class EmulatorHarness:
             config["http_session_cls"] = HttpxSession
         if self._aio_session is None:
             self._aio_session = get_session()
-        return self._aio_session.create_client(  # type: ignore[call-overload,no-any-return]
+        creator: ClientCreatorContext[AioMedicalImaging] = self._aio_session.create_client(  # type: ignore[call-overload]
             "medical-imaging", config=AioConfig(inject_host_prefix=False, **config), **self.client_kwargs()
         )
+        return _quietly_entered(creator)
 
     def client(self, **kwargs: Any) -> HealthImagingClient:
         """Our ``HealthImagingClient`` for this emulator (``async with``), set up for tests.
@@ -384,8 +389,9 @@ class EmulatorHarness:
 
         The update lands after the emulator has answered that call and before the
         client receives the answer, so a client that read the version and then
-        writes finds it stale (a deterministic version conflict). Once only;
-        a failure of the other writer's update is raised by the next harness call.
+        writes finds it stale (a deterministic version conflict). Once only.
+        The documents are checked now; should the update still be refused when
+        it lands (the image set DELETED meanwhile), the next harness call raises.
 
         Args:
             image_set_id: the image set.
@@ -398,7 +404,24 @@ class EmulatorHarness:
         if updatable is None and removable is None:
             raise ValueError("concurrent_update needs updatable or removable")
         item = _Interleaved(after, image_set_id, updatable, removable, force)
-        self.call(lambda: self._pending.append(item))
+
+        def go() -> None:
+            image_set = self._find(image_set_id, None)
+            problems: list[str] = []
+            for kind, doc in (("updatable", updatable), ("removable", removable)):
+                if doc is not None:
+                    problems += check_document(
+                        doc,
+                        kind=kind,  # type: ignore[arg-type]
+                        force=force,
+                        primary=image_set.is_primary,
+                        metadata=image_set.applied_metadata(),
+                    )
+            if problems:
+                raise ValueError("the service would refuse this update: " + "; ".join(problems))
+            self._pending.append(item)
+
+        self.call(go)
 
     async def _after_answer(self, request: web.Request, response: web.StreamResponse) -> None:
         if not self._pending or not 200 <= response.status < 300:
@@ -576,6 +599,22 @@ class EmulatorHarness:
     def __repr__(self) -> str:
         where = self.endpoint_url if self._loop_ident is not None else "not running"
         return f"<EmulatorHarness {where}>"
+
+
+@contextlib.asynccontextmanager
+async def _quietly_entered(
+    creator: ClientCreatorContext[AioMedicalImaging],
+) -> AsyncIterator[AioMedicalImaging]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*prefers httpx2", category=DeprecationWarning)
+        client = await creator.__aenter__()
+    try:
+        yield client
+    except BaseException as exc:
+        await creator.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await creator.__aexit__(None, None, None)
 
 
 def _on_asyncio() -> bool:

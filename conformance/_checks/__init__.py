@@ -1,13 +1,6 @@
-"""The checks of the conformance checklist, one module per group (importing registers them)."""
+"""The checks of the conformance checklist, one module per group.
 
-from conformance._checks import (  # noqa: F401
-    _au,
-    _er,
-    _generated,
-    _oc,
-    _pd,
-    _rb,
-    _rv,
-    _sr,
-    _vs,
-)
+This package imports nothing: ``conformance._registry.CHECK_MODULES`` lists
+the modules, and ``all_checks()`` imports them (importing one registers its
+checks).
+"""

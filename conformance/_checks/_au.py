@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance._checks._common import AUTH_CODES, MUST, SHOULD, current_version
+from conformance._checks._common import AUTH_CODES, MUST, current_version
 from conformance._context import Context, digest
 from conformance._http import Signing
 from conformance._registry import check
@@ -30,12 +30,12 @@ async def au03(ctx: Context) -> None:
     await _refused(ctx, Signing.WRONG_SERVICE, Signing.WRONG_REGION)
 
 
-@check("AU04", SHOULD, "X-Amz-Date older than 15 minutes -> 403")
+@check("AU04", MUST, "X-Amz-Date older than 15 minutes -> 403 (credential expiry)")
 async def au04(ctx: Context) -> None:
     await _refused(ctx, Signing.EXPIRED)
 
 
-@check("AU05", SHOULD, "body changed after signing -> 403")
+@check("AU05", MUST, "body changed after signing -> 403")
 async def au05(ctx: Context) -> None:
     await _refused(ctx, Signing.BODY_CHANGED)
 

@@ -37,46 +37,46 @@ async def _errors(ctx: Context) -> list[Exchange]:
 def _judge(ctx: Context, errors: list[Exchange], rule: str) -> None:
     """Fail for every problem the shared error validator finds under ``rule``."""
     for ex in errors:
-        for problem in ctx.session.problems(ex):
-            if problem.rule == rule:
-                ctx.fail(f"{ex.label}: {problem.message}", ex)
+        found = [p.message for p in ctx.session.problems(ex) if p.rule == rule]
+        if found:
+            ctx.fail(f"{ex.label}: {'; '.join(found)}", ex)
     if not ctx.failures:
         ctx.note(f"{len(errors)} error responses examined")
 
 
-@check("ER01", MUST, "an error's status equals the modeled status of its code", phase=Phase.REVIEW)
+@check("ER01", MUST, "an error's status equals the modeled status of its code", phase=Phase.JUDGE)
 async def er01(ctx: Context) -> None:
     _judge(ctx, await _errors(ctx), "ER01")
 
 
 @check(
-    "ER02", MUST, "error code resolvable: x-amzn-ErrorType, else body code, else __type", phase=Phase.REVIEW
+    "ER02", MUST, "error code resolvable: x-amzn-ErrorType, else body code, else __type", phase=Phase.JUDGE
 )
 async def er02(ctx: Context) -> None:
     _judge(ctx, await _errors(ctx), "ER02")
 
 
-@check("ER03", MUST, "header and body error codes, when both present, agree", phase=Phase.REVIEW)
+@check("ER03", MUST, "header and body error codes, when both present, agree", phase=Phase.JUDGE)
 async def er03(ctx: Context) -> None:
     _judge(ctx, await _errors(ctx), "ER03")
 
 
-@check("ER04", MUST, "error bodies are JSON objects with a string message", phase=Phase.REVIEW)
+@check("ER04", MUST, "error bodies are JSON objects with a string message", phase=Phase.JUDGE)
 async def er04(ctx: Context) -> None:
     _judge(ctx, await _errors(ctx), "ER04")
 
 
-@check("ER05", MUST, "botocore raises the matching modeled exception class", phase=Phase.REVIEW)
+@check("ER05", MUST, "botocore raises the matching modeled exception class", phase=Phase.JUDGE)
 async def er05(ctx: Context) -> None:
     _judge(ctx, await _errors(ctx), "ER05")
 
 
-@check("ER06", SHOULD, "Content-Type: application/json on errors", phase=Phase.REVIEW)
+@check("ER06", SHOULD, "Content-Type: application/json on errors", phase=Phase.JUDGE)
 async def er06(ctx: Context) -> None:
     _judge(ctx, await _errors(ctx), "ER06")
 
 
-@check("ER07", MUST, "5xx bodies are JSON, not empty or HTML", phase=Phase.REVIEW)
+@check("ER07", MUST, "5xx bodies are JSON, not empty or HTML", phase=Phase.JUDGE)
 async def er07(ctx: Context) -> None:
     errors = await _errors(ctx)
     server = [ex for ex in errors if ex.status is not None and ex.status >= 500]

@@ -47,7 +47,7 @@ async def _answered(ctx: Context) -> list[Exchange]:
     return [ex for ex in ctx.session.exchanges if ex.status is not None]
 
 
-@check("PD04", MUST, "a non-empty x-amzn-RequestId on every answer, success and error", phase=Phase.REVIEW)
+@check("PD04", MUST, "a non-empty x-amzn-RequestId on every answer, success and error", phase=Phase.JUDGE)
 async def pd04(ctx: Context) -> None:
     answered = await _answered(ctx)
     for ex in answered:
@@ -57,7 +57,7 @@ async def pd04(ctx: Context) -> None:
         ctx.note(f"{len(answered)} answers examined")
 
 
-@check("PD05", SHOULD, "request ids are unique", phase=Phase.REVIEW)
+@check("PD05", SHOULD, "request ids are unique", phase=Phase.JUDGE)
 async def pd05(ctx: Context) -> None:
     answered = await _answered(ctx)
     ids = collections.Counter(

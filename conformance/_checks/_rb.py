@@ -89,7 +89,7 @@ async def rb07(ctx: Context) -> None:
             ctx.fail(f"{label}: answered after {ex.elapsed:.1f} s", ex)
 
 
-@check("RB09", SHOULD, "every answer arrives within the time bound (--time-bound)", phase=Phase.REVIEW)
+@check("RB09", SHOULD, "every answer arrives within the time bound (--time-bound)", phase=Phase.JUDGE)
 async def rb09(ctx: Context) -> None:
     bound = ctx.settings.time_bound
     slow = [ex for ex in ctx.session.exchanges if ex.status is None or ex.elapsed > bound]

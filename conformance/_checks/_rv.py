@@ -7,6 +7,7 @@ from typing import Any
 
 from conformance._checks._common import MUST, SHOULD, current_version, other_id
 from conformance._context import HARMLESS_ATTRIBUTE, NOT_FOUND, VALIDATION, Context, blob
+from conformance._http import Probe
 from conformance._registry import check
 
 _BAD_IDS = (
@@ -175,3 +176,20 @@ async def rv17(ctx: Context) -> None:
         "existing image set under another datastore", ctx.marker_update(), version=v, d=other_id(ctx.d)
     )
     await ctx.refused(probe, {404}, NOT_FOUND, basis="semantics")
+
+
+@check("RV18", MUST, "GetImageSet(Metadata) version=abc, ListImageSetVersions maxResults=0/51/abc -> 400")
+async def rv18(ctx: Context) -> None:
+    cases = [
+        ("GetImageSet", "getImageSet", "version", "abc"),
+        ("GetImageSet", "getImageSet", "version", "-1"),
+        ("GetImageSetMetadata", "getImageSetMetadata", "version", "x1"),
+        ("ListImageSetVersions", "listImageSetVersions", "maxResults", "0"),
+        ("ListImageSetVersions", "listImageSetVersions", "maxResults", "51"),
+        ("ListImageSetVersions", "listImageSetVersions", "maxResults", "abc"),
+    ]
+    for operation, route, name, bad in cases:
+        probe = Probe(
+            operation=operation, label=f"{operation} {name}={bad}", path=ctx.path(route), query=((name, bad),)
+        )
+        await ctx.refused(probe, {400}, VALIDATION)

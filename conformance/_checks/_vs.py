@@ -1,19 +1,40 @@
-"""VS: versions and effects. Updates make new versions, old versions stay, revert restores content."""
+"""VS: versions and effects. Updates make new versions, old versions stay, revert restores content.
+
+Also the parameters' effects (``version``, ``maxResults``/``nextToken``,
+``force``) and the state every accepted update ends in: ACTIVE + UPDATED, or
+UPDATE_FAILED with a message, with ``updatedAt`` moving forward.
+"""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from conformance._checks._common import MUST, SHOULD
-from conformance._context import HARMLESS_ATTRIBUTE, NOT_FOUND, VALIDATION, Abort, Context, blob, digest
-from conformance._http import Probe
+from conformance._checks._common import MUST
+from conformance._context import (
+    HARMLESS_ATTRIBUTE,
+    NOT_FOUND,
+    VALIDATION,
+    Abort,
+    Context,
+    FirstWrite,
+    Skip,
+    Snapshot,
+    blob,
+    digest,
+)
+from conformance._http import Exchange, Probe
 from conformance._registry import Phase, check
 
+#: The force-only attribute VS08 changes (study level; the API reference lists StudyID among the
+#: attributes that need ``force``). Reverted with the rest by the run's restore.
+FORCE_ONLY_ATTRIBUTE = "StudyID"
 
-def _attribute(doc: dict[str, Any]) -> object:
+
+def _attribute(doc: dict[str, Any], name: str = HARMLESS_ATTRIBUTE) -> object:
     study = doc.get("Study")
     dicom = study.get("DICOM") if isinstance(study, dict) else None
-    return dicom.get(HARMLESS_ATTRIBUTE, None) if isinstance(dicom, dict) else None
+    return dicom.get(name, None) if isinstance(dicom, dict) else None
 
 
 def _new_version(ctx: Context, body: Any) -> str:
@@ -104,7 +125,7 @@ async def vs04(ctx: Context) -> None:
     await ctx.refused(probe, {400, 404}, VALIDATION + NOT_FOUND, basis="semantics")
 
 
-@check("VS05", SHOULD, "ListImageSetVersions lists every version, newest first", phase=Phase.REVIEW)
+@check("VS05", MUST, "ListImageSetVersions lists every version, newest first", phase=Phase.REVIEW)
 async def vs05(ctx: Context) -> None:
     current = await ctx.snapshot()
     seen: list[str] = []
@@ -132,3 +153,191 @@ async def vs05(ctx: Context) -> None:
         ctx.fail(
             f"listed versions [{head}] ({len(seen)}), expected {current.version} down to 1 ({len(want)})"
         )
+
+
+def _list_probe(ctx: Context, page: int, token: str | None) -> Probe:
+    query = (("maxResults", str(page)),) + ((("nextToken", token),) if token else ())
+    return Probe(
+        operation="ListImageSetVersions",
+        label=f"ListImageSetVersions maxResults={page}" + (" (next page)" if token else ""),
+        path=ctx.path("listImageSetVersions"),
+        query=query,
+    )
+
+
+def _judge_own(ctx: Context, rule: str, exchanges: list[Exchange]) -> None:
+    for ex in exchanges:
+        for problem in ctx.session.problems(ex):
+            if problem.rule == rule:
+                ctx.fail(f"{ex.label}: {problem.message}", ex)
+
+
+@check(
+    "VS06",
+    MUST,
+    "version=N on GetImageSet and GetImageSetMetadata answers version N (its id, its content)",
+    phase=Phase.REVIEW,
+)
+async def vs06(ctx: Context) -> None:
+    current = await ctx.ensure_versions(2)
+    first = ctx.session.first_write
+    found, found_digest = ctx.session.found, ctx.session.found_digest
+    versions = sorted({"1", current.version} | ({found.version} if found else set()), key=int)
+    asked: list[Exchange] = []
+    for v in versions:
+        await ctx.snapshot(v)
+        asked.append(ctx.session.exchanges[-1])
+    _judge_own(ctx, "VS06", asked)
+    moved = found is not None and found_digest is not None and found.version != current.version
+    if found is not None and moved and digest(await ctx.metadata(found.version)) != found_digest:
+        ctx.fail(
+            f"GetImageSetMetadata version={found.version} is not the content version {found.version} had"
+        )
+    if isinstance(first, FirstWrite):
+        made = _new_version(ctx, first.exchange.json_or_none())
+        if made != current.version and _attribute(await ctx.metadata(made)) != first.marker:
+            ctx.fail(
+                f"GetImageSetMetadata version={made} does not carry what the update to version {made} set"
+            )
+    if len(versions) == 1:
+        ctx.note("one version only: version=N could only be asked for the current one")
+
+
+@check(
+    "VS07",
+    MUST,
+    "maxResults/nextToken page through every version once, newest first, no page over maxResults",
+    phase=Phase.REVIEW,
+)
+async def vs07(ctx: Context) -> None:
+    current = int((await ctx.ensure_versions(3)).version)
+    if current < 2:
+        raise Skip("needs an image set with more versions than a page holds (it has 1); pass --allow-writes")
+    page = 2 if current >= 3 else 1
+    seen: list[str] = []
+    tokens: set[str] = set()
+    token: str | None = None
+    pages: list[Exchange] = []
+    for _ in range(current + 3):  # pages may be short (even empty): at most one per version, and slack
+        ex = await ctx.send(_list_probe(ctx, page, token))
+        pages.append(ex)
+        body = ex.json_or_none()
+        items = body.get("imageSetPropertiesList") if isinstance(body, dict) else None
+        if ex.status != 200 or not isinstance(items, list):
+            raise Abort(f"ListImageSetVersions answered {ex.status} without imageSetPropertiesList", ex)
+        seen += [str(item.get("versionId")) for item in items if isinstance(item, dict)]
+        nxt = body.get("nextToken") if isinstance(body, dict) else None
+        if not nxt:
+            break
+        if not isinstance(nxt, str) or nxt in tokens:
+            ctx.fail(f"{ex.label}: nextToken repeats an earlier page's token (the pages never end)", ex)
+            break
+        tokens.add(nxt)
+        token = nxt
+    else:
+        ctx.fail(f"paging by {page} did not end after {len(pages)} pages for {current} versions", pages[-1])
+    _judge_own(ctx, "VS07", pages)
+    want = [str(n) for n in range(current, 0, -1)]
+    if seen != want and not ctx.failures:
+        head = ", ".join(seen[:6]) + (" ..." if len(seen) > 6 else "")
+        ctx.fail(
+            f"pages of {page} listed [{head}] ({len(seen)} in {len(pages)} pages), "
+            f"expected {current} down to 1 once each",
+            pages[-1],
+        )
+    if not ctx.failures:
+        ctx.note(f"{current} versions in {len(pages)} pages of at most {page}")
+
+
+@check(
+    "VS08",
+    MUST,
+    "force matters: a force-only change (StudyID) is refused without force=true, accepted with it",
+    writes=True,
+)
+async def vs08(ctx: Context) -> None:
+    before = await ctx.settled()
+    value = f"AHI{ctx.session.next_marker().rsplit(' ', 1)[-1]:0>6}"[:16]
+    doc = {"SchemaVersion": 1.1, "Study": {"DICOM": {FORCE_ONLY_ATTRIBUTE: value}}}
+    body = {"DICOMUpdates": {"updatableAttributes": blob(doc)}}
+    plain = await ctx.write(f"{FORCE_ONLY_ATTRIBUTE} change without force", body, before.version)
+    if plain.status == 200:
+        made = _new_version(ctx, plain.json_or_none())
+        await ctx.settled()
+        snap = await ctx.snapshot(made)
+        applied = _attribute(await ctx.metadata(made), FORCE_ONLY_ATTRIBUTE) == value
+        if snap.workflow != "UPDATE_FAILED" or applied:
+            ctx.fail(
+                f"{plain.label}: accepted and ended {snap.workflow}"
+                + (f" with {FORCE_ONLY_ATTRIBUTE} changed" if applied else "")
+                + "; without force=true it must be refused (400, or UPDATE_FAILED)",
+                plain,
+            )
+    else:
+        ctx.expect(plain, {400}, VALIDATION)
+    current = await ctx.settled()
+    forced = await ctx.write(
+        f"{FORCE_ONLY_ATTRIBUTE} change with force=true", body, current.version, query=[("force", "true")]
+    )
+    if not ctx.expect(forced, {200}, None):
+        return
+    made = _new_version(ctx, forced.json_or_none())
+    await ctx.settled()
+    if _attribute(await ctx.metadata(made), FORCE_ONLY_ATTRIBUTE) != value:
+        ctx.fail(f"version {made} (with force=true) does not carry the {FORCE_ONLY_ATTRIBUTE} it set", forced)
+
+
+async def _created(ctx: Context) -> list[tuple[str, Snapshot]]:
+    """Every version the run's accepted updates made, as GetImageSet version=N reports it (read once)."""
+    session = ctx.session
+    cache: dict[str, Snapshot] = session.version_reads
+    for v in sorted(session.created_versions, key=int):
+        if v not in cache:
+            cache[v] = await ctx.snapshot(v)
+    return [(v, cache[v]) for v in sorted(session.created_versions, key=int)]
+
+
+@check(
+    "VS09",
+    MUST,
+    "every accepted update ends ACTIVE + UPDATED, or ACTIVE + UPDATE_FAILED with a message",
+    phase=Phase.REVIEW,
+)
+async def vs09(ctx: Context) -> None:
+    if not ctx.session.created_versions:
+        ctx.require_writes()
+        await ctx.first_write()
+    await ctx.settled()
+    versions = await _created(ctx)
+    for v, snap in versions:
+        message = snap.body.get("message")
+        if snap.state != "ACTIVE":
+            ctx.fail(f"version {v} is {snap.state} once the image set settled, not ACTIVE")
+        elif snap.workflow == "UPDATE_FAILED":
+            if not (isinstance(message, str) and message.strip()):
+                ctx.fail(f"version {v} ended UPDATE_FAILED without a message")
+        elif snap.workflow != "UPDATED":
+            ctx.fail(f"version {v} ended with workflow status {snap.workflow}, not UPDATED or UPDATE_FAILED")
+    if not ctx.failures:
+        ctx.note(f"{len(versions)} versions made by the run, each settled")
+
+
+@check("VS10", MUST, "updatedAt moves forward with every accepted update", phase=Phase.REVIEW)
+async def vs10(ctx: Context) -> None:
+    if not ctx.session.created_versions:
+        ctx.require_writes()
+        await ctx.first_write()
+    await ctx.settled()
+    found = ctx.session.found
+    chain: list[tuple[str, Snapshot]] = ([(found.version, found)] if found else []) + await _created(ctx)
+    stamps = [(v, snap.body.get("updatedAt")) for v, snap in chain]
+    numbers = [(v, t) for v, t in stamps if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    for (v1, t1), (v2, t2) in itertools.pairwise(numbers):
+        if not t2 > t1:
+            ctx.fail(f"version {v2}'s updatedAt is not later than version {v1}'s")
+    latest = await ctx.snapshot()
+    last = latest.body.get("updatedAt")
+    if numbers and isinstance(last, (int, float)) and last < numbers[-1][1]:
+        ctx.fail("GetImageSet's updatedAt is earlier than its newest version's")
+    if len(numbers) < 2:
+        ctx.note("fewer than two numeric updatedAt values to compare")
