@@ -9,8 +9,10 @@ The shape of a run::
       -> one drain task per image set being worked on (at most ``concurrency``;
          other queued image sets wait their turn in arrival order):
          pop the head, merge the requests queued behind it while provably
-         equivalent, journal the intent, ``await apply(update)``, journal the
-         outcome, report one Outcome per request
+         equivalent, journal the intent, ``await apply(update)`` (with the
+         version our last write to that image set created as ``version_hint``,
+         when ``apply`` takes one), journal the outcome, report one Outcome
+         per request
       -> a bounded stream of outcomes to the caller
 
 So memory is O(concurrency + max_pending), never O(input); there are never
@@ -30,7 +32,8 @@ calls in flight instead (their journal intents stay open for ``reconcile``).
 
 from __future__ import annotations
 
-from collections import deque
+import inspect
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -92,8 +95,11 @@ def update_many(
         updates: requests, each a ``MetadataUpdate`` (keyed by its position)
             or a ``(key, MetadataUpdate)`` pair such as a manifest entry (keyed
             by its line). Pulled lazily; may be infinite.
-        apply: sends one request (``client.update``); its result should carry
-            ``latest_version_id``.
+        apply: sends one request (``client.update_image_set_metadata``); its result
+            should carry ``latest_version_id``. If it takes a ``version_hint`` keyword,
+            it is given the version the image set's last write in this run created
+            (of the last few thousand image sets written), so that write goes without
+            reading the version first; a stale hint costs a refusal and a read.
         concurrency: image sets with a call in flight, at most.
         coalesce: merge requests queued for one image set where provably equivalent.
         max_pending: requests held in per-image-set queues, at most (default 4 x concurrency).
@@ -155,6 +161,11 @@ class BulkRun:
         self._split_on = split_on
         self.stats = BulkStats()
         self._queues: dict[tuple[str, str], _Queue] = {}
+        #: image set -> the version our last write created, for image sets whose queue emptied
+        #: (bounded: the most recently written ones)
+        self._versions: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._versions_kept = max(1024, 4 * max_pending)
+        self._hint = _takes_version_hint(apply)
         self._running = 0  # drain tasks (image sets with a call in flight or about to be)
         self._ready: deque[tuple[str, str]] = deque()  # image sets queued, waiting for a drain
         self._inner: TaskGroup | None = None
@@ -293,7 +304,7 @@ class BulkRun:
             return
         # a new image set: queue it even when every slot is busy, so the feeder keeps
         # pulling (and later requests for busy image sets can queue up and coalesce)
-        queue = self._queues[ident] = _Queue()
+        queue = self._queues[ident] = _Queue(version=self._versions.get(ident))
         self._push(queue, key, update)
         if self._running < self._concurrency:
             self._running += 1
@@ -361,7 +372,12 @@ class BulkRun:
                     base=base,
                 )
             self.stats.calls += 1
-            result = await self._apply(update)
+            if self._hint and queue.version is not None:
+                # the version our own last write created: written at without reading it first
+                # (a hint, not a precondition: if someone else wrote since, the refusal costs a read)
+                result = await self._apply(update, version_hint=queue.version)  # type: ignore[call-arg]
+            else:
+                result = await self._apply(update)
             if getattr(result, "failed", False) is True:  # waited, and the apply failed
                 raise ApplyFailedError(result)
         except Exception as exc:
@@ -387,6 +403,11 @@ class BulkRun:
         self.stats.in_flight -= 1
         version = getattr(result, "latest_version_id", None)
         queue.version = version if isinstance(version, str) else None
+        self._versions.pop(ident, None)
+        if queue.version is not None:
+            self._versions[ident] = queue.version
+            if len(self._versions) > self._versions_kept:
+                self._versions.popitem(last=False)
         if self._journal is not None and intent is not None:
             await self._journal.applied(intent, version=queue.version)
         self.stats.applied += len(batch)
@@ -395,6 +416,14 @@ class BulkRun:
             await self._emit(
                 Outcome(index=key, request=request, status="applied", result=result, coalesced=len(batch))
             )
+
+
+def _takes_version_hint(apply: Callable[..., Awaitable[Any]]) -> bool:
+    """Whether ``apply`` takes a ``version_hint`` keyword (the client's update method does)."""
+    try:
+        return "version_hint" in inspect.signature(apply).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _keyed(item: Item, position: int) -> tuple[int, MetadataUpdate]:

@@ -43,6 +43,8 @@ T = TypeVar("T")
 _UPDATE = "UpdateImageSetMetadata"
 #: the longest a burst-1 send is held back to line up with its granted time
 _MAX_SEND_DELAY = 0.02
+#: the longest the second send of a burst-1 operation waits for the first one's answer
+_FIRST_ANSWER_WAIT = 5.0
 Transport = Literal["aiohttp", "httpx"]
 
 
@@ -128,6 +130,8 @@ class HealthImagingClient:
         self._gap = limiter.send_gap if isinstance(limiter, SendSpacing) else None
         self._last_send: dict[str, float] = {}
         self._prep: dict[str, RecentQuantile] = {}
+        #: burst-1 operations whose first request is still unanswered
+        self._opening: dict[str, anyio.Event] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -209,8 +213,12 @@ class HealthImagingClient:
         ``grant + D``, where D is the 90th percentile of that time over the
         last 64 sends (at most 20 ms), so sends keep the grid's absolute
         spacing; and until ``send_gap`` after this client's previous send of
-        the operation, so a late one never crowds the next. Returns None, so
-        botocore sends as usual.
+        the operation, so a late one never crowds the next. The first request
+        of a client opens a connection after this hook (tens of ms; a TLS
+        handshake on a real endpoint), so it can arrive much later than it
+        left here: the second send of the operation also waits for the first
+        one's answer (at most 5 s) and is spaced from that moment. Returns
+        None, so botocore sends as usual.
         """
         grant = SEND_AT.get()
         if grant is None or self._gap is None:
@@ -222,8 +230,15 @@ class HealthImagingClient:
         clock = self.clock
         now = clock.now()
         prep = self._prep.get(op)
-        if prep is None:
+        if prep is None:  # the first send of op: the next one waits for its answer (see above)
             prep = self._prep[op] = RecentQuantile(0.9)
+            self._opening[op] = anyio.Event()
+        else:
+            opening = self._opening.get(op)
+            if opening is not None:
+                with anyio.move_on_after(_FIRST_ANSWER_WAIT):
+                    await opening.wait()
+                now = clock.now()
         prep.add(now - at)
         target = max(at + min(prep.value, _MAX_SEND_DELAY), self._last_send.get(op, -math.inf) + gap)
         # reserved before sleeping: a request reaching this hook meanwhile is spaced after this one
@@ -242,6 +257,12 @@ class HealthImagingClient:
             if mapped is None or mapped is exc:
                 raise
             raise mapped from exc
+        finally:
+            if self._opening:
+                opening = self._opening.pop(operation, None)
+                if opening is not None:  # it arrived by now: space the next send from here
+                    self._last_send[operation] = max(self._last_send[operation], self.clock.now())
+                    opening.set()
         if self._recorder.hook is not None:
             self._note_request_id(r)
         return r

@@ -13,7 +13,8 @@ request may go at ``tat - (burst - 1) x interval`` or later. Grants follow
 the grid, not the moment the previous waiter woke, so a late wake-up never
 pushes the later ones back (no drift). ``acquire`` returns at the send time
 and returns it; the client sends at that moment (its before-send hook also
-keeps two sends of a burst-1 operation at least :meth:`send_gap` apart). The
+keeps two sends of a burst-1 operation at least :meth:`send_gap` apart: the
+interval less half the headroom). The
 interval is ``1 / rate``, where the ceiling rate is the quota less
 ``headroom`` (2 %); for a burst-1 quota also at least ``1 / quota + margin``,
 where ``margin`` is ``jitter_factor`` (1) x the 90th percentile of how late
@@ -484,14 +485,22 @@ class TokenBucketLimiter:
     def send_gap(self, operation: str) -> float:
         """The least time between two sends of ``operation`` (0 unless its quota has a burst of 1).
 
-        ``1 / quota + margin``, or the interval at the current rate less the
-        headroom when the rate was cut (so a late send can be caught up, never faster).
+        The grid's interval less half the headroom: a send that went late can be caught up
+        (slowly), and two sends are never closer than ``1 / quota`` plus half the headroom.
         """
         b = self._bucket(operation)
         if b.burst != 1:
             return 0.0
-        rate = b.adaptive.rate(self.clock.now())
-        return max(b.quota_interval + self._margin(b), (1.0 - self.config.headroom) / rate)
+        return self._interval(b, self.clock.now()) * (1.0 - self.config.headroom / 2)
+
+    def align(self, operation: str, send_at: float) -> None:
+        """Put the next send time of ``operation`` at ``send_at`` (clock seconds); the grid goes on.
+
+        The Redis limiter's local fallback uses it to keep each process on its own slots of the
+        shared grid.
+        """
+        b = self._bucket(operation)
+        b.tat = send_at + (b.burst - 1) * self._interval(b, self.clock.now())
 
     # -- inspection ----------------------------------------------------------
 

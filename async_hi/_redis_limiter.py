@@ -44,7 +44,13 @@ decides, explicitly:
   at ``quota / fallback_share`` (set ``fallback_share`` to the number of
   processes that share the account), with the same stray-429 tolerance and
   recovery, so it keeps its share; log a warning, and try Redis again after
-  ``retry_redis_after`` seconds; each switch is logged once.
+  ``retry_redis_after`` seconds; each switch is logged once. At burst 1 the
+  slices would collide (uncoordinated processes' sends closer than 1/quota),
+  so each process keeps to its own slots of the shared grid: slots ``k x T``
+  of the Redis clock (``T`` the interval at the shared ceiling), ``k =
+  member (mod fallback_share)``, where ``member`` is a number the process took
+  from Redis (``INCR`` of ``{prefix}:{scope}:members``) while it was up, and
+  the Redis clock is converted with the offset measured at the last reply.
 
 The limiter satisfies the client's ``RateLimiter`` protocol (``acquire``,
 ``release``, ``on_throttle``, ``on_success``, ``current_rate``) and
@@ -55,6 +61,7 @@ The limiter satisfies the client's ``RateLimiter`` protocol (``acquire``,
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -277,7 +284,7 @@ class RedisLimiterConfig:
             },
             max_in_flight=1_000_000,  # the slots are the RedisLimiter's own
             headroom=self.headroom,
-            jitter_factor=self.jitter_factor,
+            jitter_factor=0.0,  # the slice keeps the shared grid's slots (see RedisLimiter._fallback)
             max_margin=self.max_margin,
             adaptive=self.adaptive,
             throttle_window=self.throttle_window,
@@ -307,7 +314,7 @@ class _FunctionClock:
 class _Op:
     """This process's view of one operation's shared state."""
 
-    __slots__ = ("jitter", "rate", "score", "slot", "t0")
+    __slots__ = ("jitter", "offset", "rate", "score", "slot", "t0")
 
     def __init__(self, rate: float, config: RedisLimiterConfig) -> None:
         self.slot = anyio.Semaphore(config.max_in_flight)
@@ -315,6 +322,7 @@ class _Op:
         self.score = ThrottleScore(rate, config.throttle_window, config.throttle_threshold)
         self.jitter = RecentQuantile(0.9)
         self.t0 = -1.0  # the shared cut time last seen (-1: none)
+        self.offset: float | None = None  # Redis clock minus this process's clock, seconds
 
 
 class RedisLimiter:
@@ -349,6 +357,7 @@ class RedisLimiter:
         self._ops: dict[str, _Op] = {}
         self._local: TokenBucketLimiter | None = None
         self._down_until: float | None = None
+        self._member: int | None = None
 
     def __repr__(self) -> str:
         rates = ", ".join(f"{op}: {s.rate:.3g} tps" for op, s in sorted(self._ops.items()))
@@ -413,14 +422,16 @@ class RedisLimiter:
         return self._op(operation).rate
 
     def send_gap(self, operation: str) -> float:
-        """The least time between two of this process's sends of ``operation`` (burst-1 quotas only)."""
+        """The least time between two of this process's sends of ``operation`` (burst-1 quotas only):
+        the shared interval less half the headroom."""
         q = self.config.quota(operation)
         if q.burst != 1:
             return 0.0
         if self._local is not None and self._down_until is not None:
             return self._local.send_gap(operation)
         op = self._op(operation)
-        return max(1.0 / q.rate + self._margin(q, op), (1.0 - self.config.headroom) / op.rate)
+        interval = max(1.0 / op.rate, 1.0 / q.rate + self._margin(q, op))
+        return interval * (1.0 - self.config.headroom / 2)
 
     # -- internals -----------------------------------------------------------------
 
@@ -464,7 +475,7 @@ class RedisLimiter:
             return None
         sent = self._now()
         try:
-            wait_us, rate, _redis_now, t0 = await self._script(
+            wait_us, rate, redis_now, t0 = await self._script(
                 keys=[self.key(operation)], args=self._args(operation, op, mode, retry_us, cut)
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -483,13 +494,12 @@ class RedisLimiter:
                 )
             self._down_until = self._now() + self.config.retry_redis_after
             if self._local is None:
-                self._local = TokenBucketLimiter(
-                    self.config.fallback(),
-                    clock=_FunctionClock(self._now, self._sleep),
-                    scope=f"{self.config.scope} (local fallback)",
-                )
+                self._local = self._fallback()
             return None
         received = self._now()
+        op.offset = float(redis_now) / 1e6 - (sent + received) / 2
+        if self._member is None:
+            await self._join()
         if self._down_until is not None:
             log.warning("Redis reachable again: scope %r shares its quota through Redis", self.config.scope)
             self._down_until = None
@@ -501,6 +511,42 @@ class RedisLimiter:
             op.score.after_cut()
         # the script ran at about the middle of the round trip
         return (sent + received) / 2 + float(wait_us) / 1e6
+
+    async def _join(self) -> None:
+        """Take a member number (``INCR`` of ``{prefix}:{scope}:members``): its slots in a fallback."""
+        try:
+            self._member = int(await self.redis.incr(f"{self.config.key_prefix}:{self.config.scope}:members"))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return  # asked again at the next reply
+
+    def _fallback(self) -> TokenBucketLimiter:
+        """The local slice, its burst-1 grids laid on the shared one so the processes' slices interleave.
+
+        The shared grid is slots ``k x T`` of the Redis clock, ``T`` the interval at the shared
+        ceiling. This process takes the slots with ``k = member (mod fallback_share)`` (its local
+        interval is ``fallback_share x T``), converted to its own clock with the offset measured
+        at its last reply; so processes with different member numbers never send into the same
+        slot. Processes without a reply yet, or numbers equal modulo the share (restarts), start
+        where they are.
+        """
+        local = TokenBucketLimiter(
+            self.config.fallback(),
+            clock=_FunctionClock(self._now, self._sleep),
+            scope=f"{self.config.scope} (local fallback)",
+        )
+        share = self.config.fallback_share
+        if self._member is None:
+            return local
+        now = self._now()
+        for name, op in self._ops.items():
+            q = self.config.quota(name)
+            if q.burst != 1 or op.offset is None:
+                continue
+            interval = 1.0 / (q.rate * (1.0 - self.config.headroom))
+            k = math.ceil((now + op.offset) / interval)
+            k += (self._member - k) % share
+            local.align(name, k * interval - op.offset)
+        return local
 
     async def _reserve(self, operation: str, op: _Op) -> float:
         at = await self._run(operation, op, "acquire", 0.0, cut=False)

@@ -23,7 +23,9 @@ __all__ = ["NoPacing", "Pacer", "default_pacer"]
 class Pacer(Protocol):
     """What the suite needs from a rate limiter (structurally the SDK's ``RateLimiter``)."""
 
-    async def acquire(self, operation: str) -> None: ...
+    async def acquire(self, operation: str) -> float | None:
+        """Returns at the granted send time (and may return it; the suite sends at once)."""
+        ...
 
     def release(self, operation: str) -> None: ...
 
@@ -35,7 +37,7 @@ class Pacer(Protocol):
 class NoPacing:
     """No waiting at all (our in-process emulator runs with quotas off)."""
 
-    async def acquire(self, operation: str) -> None:
+    async def acquire(self, operation: str) -> float | None:
         return None
 
     def release(self, operation: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -30,8 +31,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A private redis-server on a free loopback port; CI must have it (fail, never skip, there)."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -40,7 +41,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 "redis-server is not installed (.ci/run installs it); the shared-limiter tests need it"
             )
         pytest.skip("redis-server is not installed")
-    directory = tmp_path_factory.mktemp("redis")
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(directory), "--daemonize", "no", "--loglevel", "warning"]
@@ -59,12 +59,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 pytest.fail(f"redis-server did not come up on port {port}: {err}")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
 
 
 def config(rate: float = 20.0, burst: int = 1, **kw: object) -> RedisLimiterConfig:
@@ -222,6 +228,36 @@ async def test_unreachable_redis_falls_back_to_a_local_slice_that_keeps_its_shar
         assert "local fallback" in repr(limiter)
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not per request
+
+
+@pytest.mark.anyio
+async def test_when_redis_stops_each_process_keeps_to_its_own_slots_of_the_grid(tmp_path: Path) -> None:
+    cfg = config(rate=20.0, on_unavailable="local", fallback_share=2, retry_redis_after=1000)
+    interval = 1 / (20.0 * 0.98)
+    with redis_server(tmp_path) as (url, server):
+        async with RedisLimiter(url, cfg) as a, RedisLimiter(url, cfg) as b:
+            for limiter in (a, b):  # each has a reply (the clock offset) and a member number
+                await limiter.acquire("Op")
+                limiter.release("Op")
+            server.terminate()
+            server.wait(timeout=10)
+            sends: dict[str, list[float]] = {"a": [], "b": []}
+
+            async def run(name: str, limiter: RedisLimiter) -> None:
+                for _ in range(6):
+                    sends[name].append(await limiter.acquire("Op"))
+                    limiter.release("Op")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, "a", a)
+                tg.start_soon(run, "b", b)
+            assert "local fallback" in repr(a)
+    for name in ("a", "b"):  # each process at half the shared rate
+        gaps = [y - x for x, y in itertools.pairwise(sends[name][1:])]
+        assert all(g == pytest.approx(2 * interval, abs=1e-6) for g in gaps), gaps
+    # the two slices interleave: every send of a sits between two of b's, a shared interval apart
+    phase = (sends["a"][-1] - sends["b"][-1]) % (2 * interval)
+    assert phase == pytest.approx(interval, abs=0.005)
 
 
 def test_config_is_validated() -> None:

@@ -10,6 +10,7 @@ the :class:`JobSummary`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Iterator
@@ -154,7 +155,7 @@ async def run_job(
             summary.reconciled_not_landed = len(verdicts) - summary.reconciled_landed
         run = update_many(
             entries(),
-            apply=lambda u: client.update_image_set_metadata(u, wait=wait),
+            apply=functools.partial(client.update_image_set_metadata, wait=wait),
             concurrency=concurrency,
             coalesce=coalesce,
             journal=journal,

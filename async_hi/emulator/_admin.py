@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import random
 from typing import Any
@@ -210,6 +211,22 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"requests": dict(per), "faults": state.faults.counts})
 
 
+async def request_log(request: web.Request) -> web.Response:
+    """The AWS requests seen, in arrival order, from index ``since``: ``[at, operation, status,
+    error code, image set id, fault]`` each (``at``: the emulator's ``time.monotonic()``, which on one
+    machine is every process's clock). Ids and codes only: no attribute values."""
+    state = request.app[STATE_KEY]
+    try:
+        since = max(0, int(request.query.get("since", "0")))
+    except ValueError:
+        return _err(400, "since must be an integer")
+    rows = [
+        [r.at, r.operation, r.status, r.error_code, r.image_set_id, r.fault]
+        for r in itertools.islice(state.requests, since, None)
+    ]
+    return web.json_response({"requests": rows, "next": since + len(rows)})
+
+
 def add_admin_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(f"{PREFIX}/health", health)
@@ -220,3 +237,4 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/history", get_history)
     r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/failNextApply", fail_next_apply)
     r.add_get(f"{PREFIX}/stats", stats)
+    r.add_get(f"{PREFIX}/requests", request_log)
