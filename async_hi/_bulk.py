@@ -6,8 +6,9 @@ The shape of a run::
       -> feeder: skip what the journal says is finished; route by image set
       -> one FIFO queue per image set with work (at most ``max_pending``
          requests held in all queues together; a full house stops the feeder)
-      -> one drain task per image set being worked on (at most ``concurrency``;
-         other queued image sets wait their turn in arrival order):
+      -> a pool of at most ``concurrency`` workers (grown on demand), each
+         draining one image set at a time; queued image sets wait their turn
+         in arrival order:
          pop the head, merge the requests queued behind it while provably
          equivalent, journal the intent, ``await apply(update)`` (with the
          version our last write to that image set created as ``version_hint``,
@@ -33,6 +34,7 @@ calls in flight instead (their journal intents stay open for ``reconcile``).
 from __future__ import annotations
 
 import inspect
+import math
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -166,8 +168,10 @@ class BulkRun:
         self._versions: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._versions_kept = max(1024, 4 * max_pending)
         self._hint = _takes_version_hint(apply)
-        self._running = 0  # drain tasks (image sets with a call in flight or about to be)
-        self._ready: deque[tuple[str, str]] = deque()  # image sets queued, waiting for a drain
+        self._workers = 0  # worker tasks started (at most concurrency)
+        self._busy = 0  # workers draining an image set
+        self._ready: MemoryObjectSendStream[tuple[str, str]] | None = None  # image sets waiting for a worker
+        self._ready_receive: MemoryObjectReceiveStream[tuple[str, str]]
         self._inner: TaskGroup | None = None
         self._room = anyio.Event()
         self._stopping = False
@@ -235,9 +239,22 @@ class BulkRun:
 
     async def _main(self) -> None:
         assert self._send is not None
+        ready, self._ready_receive = anyio.create_memory_object_stream[tuple[str, str]](math.inf)
         async with self._send, anyio.create_task_group() as tg:
             self._inner = tg
-            await self._feed(tg)
+            with ready, self._ready_receive:  # closing `ready` ends the workers once it is empty
+                self._ready = ready
+                await self._feed()
+
+    async def _worker(self, ready: MemoryObjectReceiveStream[tuple[str, str]]) -> None:
+        """Drain image sets, in the order they became ready, until there are no more."""
+        async with ready:
+            async for ident in ready:
+                self._busy += 1
+                try:
+                    await self._drain(ident, self._queues[ident])
+                finally:
+                    self._busy -= 1
 
     async def _items(self) -> AsyncGenerator[tuple[int, MetadataUpdate], None]:
         position = 0
@@ -250,7 +267,7 @@ class BulkRun:
                 yield _keyed(item, position)
                 position += 1
 
-    async def _feed(self, tg: TaskGroup) -> None:
+    async def _feed(self) -> None:
         # a request pulled but not yet queued, and what to report for it if the feeder is stopped
         held: tuple[int, MetadataUpdate] | None = None
         held_as: OutcomeStatus = "cancelled"
@@ -270,7 +287,7 @@ class BulkRun:
                             await self._report(key, update, held_as, previous=previous)
                             held = None
                             continue
-                    await self._route(tg, key, update)
+                    await self._route(key, update)
                     held = None
         except Exception as exc:  # the input failed: drain what is in flight, then re-raise it
             self._input_error = exc
@@ -292,7 +309,7 @@ class BulkRun:
         assert self._send is not None
         await self._send.send(outcome)
 
-    async def _route(self, tg: TaskGroup, key: int, update: MetadataUpdate) -> None:
+    async def _route(self, key: int, update: MetadataUpdate) -> None:
         while self.stats.pending >= self._max_pending:
             # the queues are full: stop pulling input until a drain makes room
             self._room = anyio.Event()
@@ -302,15 +319,18 @@ class BulkRun:
         if queue is not None:
             self._push(queue, key, update)
             return
-        # a new image set: queue it even when every slot is busy, so the feeder keeps
+        # a new image set: queue it even when every worker is busy, so the feeder keeps
         # pulling (and later requests for busy image sets can queue up and coalesce)
         queue = self._queues[ident] = _Queue(version=self._versions.get(ident))
         self._push(queue, key, update)
-        if self._running < self._concurrency:
-            self._running += 1
-            tg.start_soon(self._drain, ident, queue)
-        else:
-            self._ready.append(ident)  # started, in arrival order, as drains end
+        assert self._ready is not None
+        assert self._inner is not None
+        self._ready.send_nowait(ident)  # workers take image sets in arrival order
+        waiting = self._ready.statistics().current_buffer_used
+        if self._workers < self._concurrency and self._workers - self._busy < waiting:
+            # a fixed pool, grown on demand up to `concurrency` workers (not a task per image set)
+            self._workers += 1
+            self._inner.start_soon(self._worker, self._ready_receive.clone())
 
     def _push(self, queue: _Queue, key: int, update: MetadataUpdate) -> None:
         queue.items.append((key, update))
@@ -320,7 +340,6 @@ class BulkRun:
     # -- one image set ------------------------------------------------------------
 
     async def _drain(self, ident: tuple[str, str], queue: _Queue) -> None:
-        chained = False
         try:
             while queue.items and not self._stopping:
                 batch = [queue.items.popleft()]
@@ -338,16 +357,9 @@ class BulkRun:
                 key, request = queue.items.popleft()
                 self.stats.pending -= 1
                 await self._report(key, request, "cancelled")
-            if self._ready and self._inner is not None:
-                # ended normally: this slot passes to the image set queued longest
-                following = self._ready.popleft()
-                self._inner.start_soon(self._drain, following, self._queues[following])
-                chained = True
         finally:
             del self._queues[ident]
             self._room.set()
-            if not chained:
-                self._running -= 1
 
     async def _call(
         self,

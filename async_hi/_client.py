@@ -9,6 +9,7 @@ only.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gzip
@@ -126,7 +127,9 @@ class HealthImagingClient:
         self._timeouts = (connect_timeout, read_timeout, max_pool_connections)
         self._raw: _RawClient | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._write_locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
+        #: image sets with a write in progress -> None, or the writes waiting their turn (FIFO);
+        #: nothing is allocated for an image set nobody else is writing
+        self._writing: dict[tuple[str, str], collections.deque[anyio.Event] | None] = {}
         self._gap = limiter.send_gap if isinstance(limiter, SendSpacing) else None
         self._last_send: dict[str, float] = {}
         self._prep: dict[str, RecentQuantile] = {}
@@ -405,19 +408,35 @@ class HealthImagingClient:
         if not isinstance(update, MetadataUpdate):
             raise TypeError(f"update must be a MetadataUpdate, got {type(update).__name__}")
         key = (update.datastore_id, update.image_set_id)
-        lock, users = self._write_locks.get(key) or (anyio.Lock(), 0)
-        self._write_locks[key] = (lock, users + 1)
+        if key in self._writing:  # another write to this image set is in progress: queue behind it
+            waiters = self._writing[key]
+            if waiters is None:
+                waiters = self._writing[key] = collections.deque()
+            me = anyio.Event()
+            waiters.append(me)
+            try:
+                await me.wait()  # _next_writer handed the image set to us
+            except BaseException:
+                if me.is_set():
+                    self._next_writer(key)
+                else:
+                    waiters.remove(me)
+                raise
+        else:
+            self._writing[key] = None
         try:
-            async with lock:
-                return await resolve_update(
-                    update, ops=self, caller=self._caller, rebase=rebase, wait=wait, version_hint=version_hint
-                )
+            return await resolve_update(
+                update, ops=self, caller=self._caller, rebase=rebase, wait=wait, version_hint=version_hint
+            )
         finally:
-            lock, users = self._write_locks[key]
-            if users <= 1:
-                del self._write_locks[key]
-            else:
-                self._write_locks[key] = (lock, users - 1)
+            self._next_writer(key)
+
+    def _next_writer(self, key: tuple[str, str]) -> None:
+        waiters = self._writing.get(key)
+        if waiters:
+            waiters.popleft().set()  # the image set passes straight to the next write
+        else:
+            del self._writing[key]
 
     async def wait_until_applied(
         self, datastore_id: str, image_set_id: str, version_id: str, *, deadline: float | None = None

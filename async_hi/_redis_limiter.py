@@ -358,6 +358,7 @@ class RedisLimiter:
         self._local: TokenBucketLimiter | None = None
         self._down_until: float | None = None
         self._member: int | None = None
+        self._adjust_lost = False  # a lost adjustment was logged in this outage
 
     def __repr__(self) -> str:
         rates = ", ".join(f"{op}: {s.rate:.3g} tps" for op, s in sorted(self._ops.items()))
@@ -406,8 +407,15 @@ class RedisLimiter:
         try:
             await self._run(operation, op, "throttle", retry_us if retry_us > 0 else 0.0, cut=sustained)
         except RedisUnavailableError:
-            # a lost adjustment is not worth failing the request over; acquire still fails closed
-            log.warning("Redis unreachable: could not record a throttle for %s", operation)
+            # a lost adjustment is not worth failing the request over; acquire still fails closed.
+            # Said once per outage: every call in flight when Redis went away ends up here.
+            if not self._adjust_lost:
+                self._adjust_lost = True
+                log.warning(
+                    "Redis unreachable: could not record a throttle for %s "
+                    "(further lost adjustments not logged)",
+                    operation,
+                )
 
     async def on_success(self, operation: str) -> None:
         op = self._op(operation)
@@ -497,6 +505,7 @@ class RedisLimiter:
                 self._local = self._fallback()
             return None
         received = self._now()
+        self._adjust_lost = False
         op.offset = float(redis_now) / 1e6 - (sent + received) / 2
         if self._member is None:
             await self._join()

@@ -96,6 +96,7 @@ async def test_every_request_once_in_order_per_image_set(anyio_backend: str) -> 
     assert run.stats.calls == 120
     assert run.stats.applied == 120
     assert run.stats.pending == 0
+    assert 1 <= run._workers <= 3  # a pool of workers, not a task per image set
 
 
 async def test_async_iterable_input_and_keyed_items() -> None:
