@@ -43,12 +43,15 @@ network jitter at burst 1) changes nothing but honours ``Retry-After``.
 current rate (at least ``floor_rate``), clears the saved burst, and sets the
 rate to return to, ``w``:
 
-- *transient* (the rate had ``hold_requests`` clean answers since the last
-  cut, and was not probing above ``w``): ``w`` is the current rate;
-- *overload* (throttled again soon after a cut, or while probing): ``w`` is
-  ``plateau`` (0.98) x the rate at the last success before the 429s began,
-  and the rate holds at ``w`` for ``hold_requests`` intervals, doubling with
-  each overload cut in a row, before probing above it.
+- *transient* (the first cut, or the rate had ``hold_requests`` clean
+  answers since the last one, and it was not rising): ``w`` is the current
+  rate, so a burst of jitter 429s or a passing neighbour costs little;
+- *overload* (throttled again soon after a cut): while the rate was rising
+  (returning, or probing above ``w``), ``w`` is ``plateau`` (0.98) x the rate
+  at the last success before the 429s began (the rate that failed is just
+  above it); at a flat rate, ``cut`` x the rate. The rate then holds at ``w``
+  for ``hold_requests`` intervals, doubling with each overload cut in a row,
+  before probing above it.
 
 The rate returns to ``w`` along CUBIC's concave curve ``w - (w - c)(1 -
 t/K)^3`` (``c`` the rate right after the cut, ``K`` = ``recovery_requests``
@@ -352,8 +355,9 @@ class Adaptive:
         climbing = self.t0 is not None and (
             (now < self.t0 + self.k and self.c < self.w - _EPS) or probing_above
         )
-        if self.seen.clean >= cfg.hold_requests and not probing_above:
-            # transient: the rate was proven clean and we were not probing above it: return to it
+        if (self.t0 is None or self.seen.clean >= cfg.hold_requests) and not climbing:
+            # transient: never cut before, or the rate was proven clean since the last cut, and
+            # it was not rising: return to it quickly
             self.w = r
             self.strikes = 0
             hold = 0.0

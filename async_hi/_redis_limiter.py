@@ -151,7 +151,7 @@ elseif mode == 'throttle' then
     local above = probing and rate > w
     local climbing = t0 ~= nil and ((now - t0 < k and c < w) or above)
     local hold = 0
-    if clean_ok and not above then
+    if (t0 == nil or clean_ok) and not climbing then
       w = rate
       strikes = 0
     else

@@ -3,6 +3,8 @@ versus overload, CUBIC recovery, spacing from measured jitter."""
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
@@ -190,23 +192,28 @@ async def test_a_transient_cut_returns_along_the_concave_curve_without_holding()
     assert lim.current_rate(UPD) == pytest.approx(20.0)  # never above the ceiling
 
 
-async def test_overload_at_a_flat_rate_holds_at_the_cut_rate_then_probes() -> None:
+async def test_throttled_again_while_holding_cuts_the_flat_rate_and_holds_longer_then_probes() -> None:
     clock = FakeClock()
-    # told 8 tps; the 429s come at once, before any rate was proven: overload
-    lim = limiter(clock, quotas={UPD: Quota(rate=8.0, burst=1)}, hold_requests=50, recovery_requests=8)
-    await lim.on_success(UPD)
+    # told 20 tps; 429s persist: the first cut is transient, the next while climbing is overload
+    lim = limiter(clock, quotas={UPD: Quota(rate=20.0, burst=1)}, hold_requests=50, recovery_requests=8)
     await lim.on_throttle(UPD, None)
-    await lim.on_success(UPD)
     await lim.on_throttle(UPD, None)
-    assert lim.current_rate(UPD) == pytest.approx(5.6)
-    await clock.advance(1 / 5.6)  # after one interval at the new rate, still 429s: cut again
-    await lim.on_throttle(UPD, None)
-    assert lim.current_rate(UPD) == pytest.approx(3.92)
-    k, hold = 8 / 3.92, 2 * 50 / 3.92  # the second overload cut in a row holds twice as long
-    await clock.advance(k + hold - 0.01)
-    assert lim.current_rate(UPD) == pytest.approx(3.92)
-    await clock.advance(0.01 + k)  # one K into the probe: w (1 + 0.3)
-    assert lim.current_rate(UPD) == pytest.approx(3.92 * 1.3)
+    assert lim.current_rate(UPD) == pytest.approx(14.0)  # the first cut: transient, back to 20
+    await clock.advance(1 / 14)
+    climbing = 20 - 6 * (1 - (1 / 14) / 0.4) ** 3
+    await lim.on_throttle(UPD, None)  # again, while climbing: overload
+    assert lim.current_rate(UPD) == pytest.approx(climbing * 0.7)
+    w = 0.98 * climbing  # (no success since the first cut: at most the rate that failed)
+    k = 8 / w
+    await clock.advance(k)
+    assert lim.current_rate(UPD) == pytest.approx(w)  # back up to w, and holding there
+    await lim.on_throttle(UPD, None)  # and again, at that flat rate: cut it, hold twice as long
+    assert lim.current_rate(UPD) == pytest.approx(0.7 * w)
+    w2 = 0.7 * w
+    await clock.advance(8 / w2 + 2 * 50 / w2 - 0.01)
+    assert lim.current_rate(UPD) == pytest.approx(w2)
+    await clock.advance(0.01 + 8 / w2)  # one K into the probe: w (1 + 0.3)
+    assert lim.current_rate(UPD) == pytest.approx(w2 * 1.3)
 
 
 async def test_overload_while_climbing_returns_below_the_last_rate_that_succeeded() -> None:
@@ -234,8 +241,9 @@ async def test_a_volley_of_429s_from_before_the_cut_counts_once() -> None:
         await lim.on_throttle(UPD, None)
     assert lim.current_rate(UPD) == pytest.approx(2.8)
     await clock.advance(1 / 2.8)  # one interval at the new rate later, a 429 is news again
+    rising = 4 - 1.2 * (1 - (1 / 2.8) / 2) ** 3  # on its way back (K = 8 intervals at 4 tps)
     await lim.on_throttle(UPD, None)
-    assert lim.current_rate(UPD) == pytest.approx(1.96)
+    assert lim.current_rate(UPD) == pytest.approx(0.7 * rising)
 
 
 async def test_a_cut_drains_the_burst_and_cuts_floor_at_001() -> None:
@@ -246,10 +254,12 @@ async def test_a_cut_drains_the_burst_and_cuts_floor_at_001() -> None:
     await lim.on_throttle(UPD, None)
     await lim.on_throttle(UPD, None)
     assert lim.current_rate(UPD) == pytest.approx(0.7)
-    # drained: the next send is one interval at the new rate later, not one of the 5 saved
+    # drained: the next send is at least one interval at the new rate later, not one of the 5
+    # saved, and the ones after it are spaced too
     t0 = clock.now()
-    times = await acquire_times(lim, clock, UPD, 1)
-    assert times[0] - t0 == pytest.approx(1 / 0.7)
+    times = await acquire_times(lim, clock, UPD, 3)
+    assert times[0] - t0 >= 1 / 0.7
+    assert min(b - a for a, b in itertools.pairwise(times)) > 0.5
     for _ in range(40):
         await clock.advance(1000.0)
         await lim.on_throttle(UPD, None)
