@@ -433,11 +433,10 @@ async def test_consecutive_updates_of_one_image_set_need_one_read_in_all() -> No
             for r in range(4)
             for i in seeded.image_set_ids
         ]
-        async with emu.client(limiter_config=fast) as hi:
-            async with update_many(
-                requests, apply=hi.update_image_set_metadata, concurrency=3, coalesce=False
-            ) as run:
-                assert all([o.status == "applied" async for o in run])
+        async with emu.client(limiter_config=fast) as hi, update_many(
+            requests, apply=hi.update_image_set_metadata, concurrency=3, coalesce=False
+        ) as run:
+            assert all([o.status == "applied" async for o in run])
         reads = [r for r in emu.requests if r.operation == "GetImageSet"]
         writes = [r for r in emu.requests if r.operation == "UpdateImageSetMetadata"]
         assert len(writes) == 12

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from async_hi import (
@@ -291,7 +292,7 @@ async def test_writes_to_one_image_set_take_turns_in_order_and_a_cancelled_one_g
                         await hi.update_image_set_metadata(study_update(d, i, "W3"))
                     continue
                 tg.start_soon(hi.update_image_set_metadata, study_update(d, i, f"W{n}"))
-                await anyio.sleep(0)  # queued in this order
+                await anyio.lowlevel.checkpoint()  # queued in this order
         refused = [r for r in emu.requests if r.operation == UPD and r.status != 200]
     assert refused == []  # never two writes racing for one version
     assert applied_descriptions(emu, d, i) == ["W0", "W1", "W2", "W4", "W5"]
