@@ -59,7 +59,7 @@ async def test_start_empty_makes_the_first_request_wait_one_interval() -> None:
 
 async def test_send_times_follow_the_grid_even_when_waiters_wake_late() -> None:
     clock = FakeClock()
-    lim = limiter(clock, quotas={UPD: Quota(rate=10.0, burst=1)}, jitter_factor=0.0)
+    lim = limiter(clock, quotas={UPD: Quota(rate=10.0, burst=2)})
     got: list[float] = []
 
     async def one() -> None:
@@ -67,14 +67,52 @@ async def test_send_times_follow_the_grid_even_when_waiters_wake_late() -> None:
         lim.release(UPD)
 
     async with anyio.create_task_group() as tg:
-        for _ in range(5):
+        for _ in range(6):
             tg.start_soon(one)
         await clock.settle()
-        assert got == [0.0]  # the first at once
-        await clock.advance(0.35)  # every timer fires late: the head asked to wake at 0.1
-        await clock.advance(0.1)
-    # the send times are the grid's, not the late wake-ups': lateness never accumulates
-    assert got == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+        assert got == [0.0, 0.0]  # the burst at once
+        await clock.advance(0.45)
+    # the send times are the grid's, whenever each waiter woke
+    assert got == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+class StallClock(FakeClock):
+    """A fake clock whose first sleep wakes ``stall`` seconds late (the loop was busy)."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+
+    async def sleep(self, seconds: float) -> None:
+        extra, self.stall = self.stall, 0.0
+        await super().sleep(seconds + extra if seconds > 0 else seconds)
+
+
+@pytest.mark.parametrize(("burst", "caught_up_at_once"), [(1, False), (2, True)])
+async def test_a_stall_is_caught_up_at_once_only_where_the_quota_keeps_a_burst(
+    burst: int, caught_up_at_once: bool
+) -> None:
+    clock = StallClock(0.3)
+    lim = limiter(clock, quotas={UPD: Quota(rate=10.0, burst=burst)}, headroom=0.1, jitter_factor=0.0)
+    interval, gap = 1 / 9, (1 / 9) * 0.95
+    went: list[float] = []
+
+    async def one() -> None:
+        await lim.acquire(UPD)
+        went.append(clock.now())
+        lim.release(UPD)
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        for _ in range(burst + 3):
+            tg.start_soon(one)
+    stalled = went[burst:]  # the first waiter after the burst slept through a 0.3 s stall
+    assert stalled[0] == pytest.approx(interval + 0.3)
+    gaps = [b - a for a, b in itertools.pairwise(stalled)]
+    if caught_up_at_once:  # the grid's missed slots go at once: the service's bucket refilled
+        assert gaps[:2] == pytest.approx([0.0, 0.0])
+    else:  # burst 1: caught up at the pace of the send gap, never two at once
+        assert gaps == pytest.approx([gap, gap])
+        assert lim.send_gap(UPD) == pytest.approx(gap)
 
 
 async def test_burst_accumulates_after_idle_but_never_above_burst() -> None:
