@@ -314,7 +314,7 @@ class _FunctionClock:
 class _Op:
     """This process's view of one operation's shared state."""
 
-    __slots__ = ("jitter", "offset", "rate", "score", "slot", "t0")
+    __slots__ = ("best_rtt", "jitter", "offset", "rate", "score", "slot", "t0")
 
     def __init__(self, rate: float, config: RedisLimiterConfig) -> None:
         self.slot = anyio.Semaphore(config.max_in_flight)
@@ -323,6 +323,7 @@ class _Op:
         self.jitter = RecentQuantile(0.9)
         self.t0 = -1.0  # the shared cut time last seen (-1: none)
         self.offset: float | None = None  # Redis clock minus this process's clock, seconds
+        self.best_rtt = math.inf
 
 
 class RedisLimiter:
@@ -506,7 +507,13 @@ class RedisLimiter:
             return None
         received = self._now()
         self._adjust_lost = False
-        op.offset = float(redis_now) / 1e6 - (sent + received) / 2
+        # the clock offset, NTP-like: from the reply with the shortest round trip lately (a long one
+        # was delayed on one leg or the other, so its middle is not when the script ran)
+        rtt = received - sent
+        op.best_rtt *= 1.05
+        if rtt <= op.best_rtt:
+            op.best_rtt = rtt
+            op.offset = float(redis_now) / 1e6 - (sent + received) / 2
         if self._member is None:
             await self._join()
         if self._down_until is not None:

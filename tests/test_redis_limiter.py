@@ -236,9 +236,10 @@ async def test_when_redis_stops_each_process_keeps_to_its_own_slots_of_the_grid(
     interval = 1 / (20.0 * 0.98)
     with redis_server(tmp_path) as (url, server):
         async with RedisLimiter(url, cfg) as a, RedisLimiter(url, cfg) as b:
-            for limiter in (a, b):  # each has a reply (the clock offset) and a member number
-                await limiter.acquire("Op")
-                limiter.release("Op")
+            for _ in range(4):  # replies (the clock offset: the shortest round trip's) and member numbers
+                for limiter in (a, b):
+                    await limiter.acquire("Op")
+                    limiter.release("Op")
             server.terminate()
             server.wait(timeout=10)
             sends: dict[str, list[float]] = {"a": [], "b": []}
@@ -252,12 +253,13 @@ async def test_when_redis_stops_each_process_keeps_to_its_own_slots_of_the_grid(
                 tg.start_soon(run, "a", a)
                 tg.start_soon(run, "b", b)
             assert "local fallback" in repr(a)
-    for name in ("a", "b"):  # each process at half the shared rate
-        gaps = [y - x for x, y in itertools.pairwise(sends[name][1:])]
-        assert all(g == pytest.approx(2 * interval, abs=1e-6) for g in gaps), gaps
-    # the two slices interleave: every send of a sits between two of b's, a shared interval apart
-    phase = (sends["a"][-1] - sends["b"][-1]) % (2 * interval)
-    assert phase == pytest.approx(interval, abs=0.005)
+    for name in ("a", "b"):  # each process at half the shared rate, on the grid (late wake-ups aside)
+        grants = sends[name][1:]
+        assert (grants[-1] - grants[0]) / (len(grants) - 1) == pytest.approx(2 * interval, rel=0.03)
+    # the two slices interleave: a's slots sit between b's, a shared interval apart (the first
+    # local grants are the slots themselves; later ones may be pushed by late wake-ups)
+    phase = (sends["a"][0] - sends["b"][0]) % (2 * interval)
+    assert phase == pytest.approx(interval, abs=0.002)
 
 
 def test_config_is_validated() -> None:
