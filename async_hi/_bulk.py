@@ -168,6 +168,8 @@ class BulkRun:
         self._versions: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._versions_kept = max(1024, 4 * max_pending)
         self._hint = _takes_version_hint(apply)
+        self._hint_tries = 0
+        self._hint_misses = 0  # hinted writes that were refused (409/stale) first
         self._workers = 0  # worker tasks started (at most concurrency)
         self._busy = 0  # workers draining an image set
         self._ready: MemoryObjectSendStream[tuple[str, str]] | None = None  # image sets waiting for a worker
@@ -332,6 +334,15 @@ class BulkRun:
             self._workers += 1
             self._inner.start_soon(self._worker, self._ready_receive.clone())
 
+    def _hints_pay(self) -> bool:
+        """Whether version hints still save more than they cost.
+
+        A read costs 1/100 of a write's quota at the documented defaults; a refused hinted
+        write costs a whole write (the image set was still LOCKED applying our last write, or
+        someone else wrote). Hints stop once more than max(2, 1 in 50) of them were refused.
+        """
+        return self._hint_misses <= max(2, self._hint_tries // 50)
+
     def _push(self, queue: _Queue, key: int, update: MetadataUpdate) -> None:
         queue.items.append((key, update))
         self.stats.pending += 1
@@ -384,10 +395,14 @@ class BulkRun:
                     base=base,
                 )
             self.stats.calls += 1
-            if self._hint and queue.version is not None:
+            if self._hint and queue.version is not None and self._hints_pay():
                 # the version our own last write created: written at without reading it first
-                # (a hint, not a precondition: if someone else wrote since, the refusal costs a read)
+                # (a hint, not a precondition: if someone else wrote since, or the image set is
+                # still LOCKED applying our last write, the refusal costs a read)
+                self._hint_tries += 1
                 result = await self._apply(update, version_hint=queue.version)  # type: ignore[call-arg]
+                if getattr(result, "conflicts", 0):
+                    self._hint_misses += 1
             else:
                 result = await self._apply(update)
             if getattr(result, "failed", False) is True:  # waited, and the apply failed

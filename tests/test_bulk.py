@@ -445,3 +445,25 @@ async def test_consecutive_updates_of_one_image_set_need_one_read_in_all() -> No
             versions = emu.history(d, i)
             assert len(versions) == 5
             assert versions[-1]["metadata"]["Study"]["DICOM"]["StudyDescription"] == "R3"
+
+
+async def test_version_hints_stop_when_they_keep_being_refused() -> None:
+    hinted: list[str | None] = []
+
+    @dataclass
+    class Refused:
+        latest_version_id: str
+        conflicts: int
+
+    versions: dict[str, int] = defaultdict(lambda: 1)
+
+    async def apply(update: MetadataUpdate, *, version_hint: str | None = None) -> Refused:
+        hinted.append(version_hint)
+        versions[update.image_set_id] += 1
+        # e.g. the image set is still LOCKED applying the last write: a hinted write is refused first
+        return Refused(str(versions[update.image_set_id]), conflicts=1 if version_hint else 0)
+
+    async with update_many([req(n, 0) for n in range(10)], apply=apply, coalesce=False) as run:
+        assert all([o.status == "applied" async for o in run])
+    # the first has nothing to hint; then three refused hints; then it reads first again
+    assert [h is not None for h in hinted] == [False, True, True, True] + [False] * 6
