@@ -158,7 +158,7 @@ def _in_child(name: str, n: int, c: int) -> tuple[float, int, float]:
 
 
 def run(mode: Mode) -> list[Row]:
-    n = pick(mode, 12, 300, 2000)
+    n = pick(mode, 12, 200, 2000)
     c = pick(mode, 4, 32, 32)
     rounds = pick(mode, 1, 1, 3)
     measured: dict[str, tuple[float, int, float]] = {}

@@ -99,7 +99,7 @@ def _memory(sizes: list[int]) -> list[dict[str, Any]]:
 
 def run(mode: Mode) -> list[Row]:
     rows = []
-    sizes = pick(mode, [500, 2_000], [5_000, 20_000], [10_000, 100_000, 1_000_000])
+    sizes = pick(mode, [500, 2_000], [2_000, 10_000], [10_000, 100_000, 1_000_000])
     mem = _memory(sizes)
     small, big = mem[0], mem[-1]
     ratio = big["peak_rss_mib"] / small["peak_rss_mib"]

@@ -49,7 +49,7 @@ def _measure(
 
 
 def run(mode: Mode) -> list[Row]:
-    n = pick(mode, 6, 60, 400)
+    n = pick(mode, 6, 40, 400)
     ours = {"kind": "ours", "concurrency": 16, "quotas": told(RATE)}
     contestants: list[tuple[str, Code, dict[str, Any], bool]] = [
         ("async-hi, no faults (baseline)", "after", ours, False),
