@@ -11,12 +11,16 @@ and they share its buckets.
 the theoretical arrival time ``tat`` advances one interval per grant, and a
 request may go at ``tat - (burst - 1) x interval`` or later. Grants follow
 the grid, not the moment the previous waiter woke, so a late wake-up never
-pushes the later ones back (no drift); at burst 1 the grid is caught up at
-most at the pace of ``send_gap``, never with two grants at once. ``acquire`` returns at the send time
-and returns it; the client sends at that moment (its before-send hook also
-keeps two sends of a burst-1 operation at least :meth:`send_gap` apart: the
-interval less half the headroom). The
-interval is ``1 / rate``, where the ceiling rate is the quota less
+pushes the later ones back (no drift); the FIFO head wakes early by the
+loop's median lateness (at most 2 ms) so grants come on time. At burst 1 a
+grid that fell behind (a stall) is caught up at most at the pace of
+:meth:`send_gap` (the interval less half the headroom), never with two grants
+at once: the service keeps no burst to absorb them. ``acquire`` returns at
+the send time and returns it; the client sends at that moment (its
+before-send hook also keeps two of its sends of a burst-1 operation at least
+``send_gap`` apart).
+
+The interval is ``1 / rate``, where the ceiling rate is the quota less
 ``headroom`` (2 %); for a burst-1 quota also at least ``1 / quota + margin``,
 where ``margin`` is ``jitter_factor`` (1) x the 90th percentile of how late
 this limiter's own timers fired over its last 64 waits (the event loop's
@@ -57,7 +61,7 @@ rate to return to, ``w``:
 The rate returns to ``w`` along CUBIC's concave curve ``w - (w - c)(1 -
 t/K)^3`` (``c`` the rate right after the cut, ``K`` = ``recovery_requests``
 intervals at ``w``: fast at first, flattening near ``w``), holds, then probes
-above ``w`` along the convex mirror ``w + (w - c)(t/K)^3``, never above the
+above ``w`` along the convex ``w (1 + (1 - cut)(t/K)^3)``, never above the
 ceiling. A cut happens at most once per interval at the new rate (a volley of
 429s from requests sent before it counts once).
 
