@@ -29,6 +29,15 @@ Stopping: ``run.stop()`` (what the CLI does on SIGINT) stops pulling input,
 lets the calls in flight finish and be journaled, and reports every request
 still queued as ``cancelled``; leaving the ``async with`` early cancels the
 calls in flight instead (their journal intents stay open for ``reconcile``).
+
+Halting: when ``apply`` raises :class:`~async_hi._errors.LimiterUnavailableError`
+(a fail-closed shared limiter lost Redis), nothing more may be sent. That is
+not a failure of the request: the run stops as with ``run.stop()``, the
+request is reported ``cancelled`` (with the error), no outcome is journaled
+for it (its intent stays open: the next run's ``reconcile`` settles whether
+anything of it landed), queued requests are ``cancelled`` and never journaled,
+so a re-run sends them as they are; the error is re-raised when the
+``async with`` block exits.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from async_hi._coalesce import merge_updates
+from async_hi._errors import LimiterUnavailableError
 from async_hi._journal import Journal, JournalError
 from async_hi._outcomes import (
     ApplyFailedError,
@@ -182,6 +192,7 @@ class BulkRun:
         self._receive: MemoryObjectReceiveStream[Outcome] | None = None
         self._tg: TaskGroup | None = None
         self._input_error: Exception | None = None
+        self._halt_error: LimiterUnavailableError | None = None
 
     def __repr__(self) -> str:
         s = self.stats
@@ -216,6 +227,8 @@ class BulkRun:
             await self._tg.__aexit__(None, None, None)
             return None
         suppress = await self._tg.__aexit__(exc_type, exc, tb)
+        if self._halt_error is not None and exc_type is None:
+            raise self._halt_error
         if self._input_error is not None and exc_type is None:
             raise self._input_error
         return suppress
@@ -409,6 +422,9 @@ class BulkRun:
                 raise ApplyFailedError(result)
         except Exception as exc:
             self.stats.in_flight -= 1
+            if isinstance(exc, LimiterUnavailableError):
+                await self._halt(exc, batch)
+                return
             if len(batch) > 1 and self._split_on(exc):
                 if self._journal is not None and intent is not None:
                     await self._journal.reconciled(intent, applied=False)  # refused: nothing landed
@@ -442,6 +458,17 @@ class BulkRun:
         for key, request in batch:
             await self._emit(
                 Outcome(index=key, request=request, status="applied", result=result, coalesced=len(batch))
+            )
+
+    async def _halt(self, exc: LimiterUnavailableError, batch: list[tuple[int, MetadataUpdate]]) -> None:
+        """Nothing more may be sent: stop; journal no outcome (an open intent is for reconcile)."""
+        if self._halt_error is None:
+            self._halt_error = exc
+        self.stop()
+        for key, request in batch:
+            self.stats.cancelled += 1
+            await self._emit(
+                Outcome(index=key, request=request, status="cancelled", error=exc, coalesced=len(batch))
             )
 
 

@@ -56,8 +56,10 @@ class HealthImagingClient:
         region: the AWS region (else the normal AWS configuration chain).
         endpoint_url: a custom endpoint (an emulator); turns botocore's
             ``runtime-`` host prefix off.
-        aws_access_key_id, aws_secret_access_key, aws_session_token: explicit
-            credentials; by default the normal AWS credential chain.
+        aws_access_key_id: explicit credentials (with ``aws_secret_access_key`` and,
+            for temporary ones, ``aws_session_token``); by default the normal AWS credential chain.
+        aws_secret_access_key: see ``aws_access_key_id``.
+        aws_session_token: see ``aws_access_key_id``.
         session: an ``AioSession`` to create the client from (profiles, custom config).
         transport: ``"aiohttp"`` (default) or ``"httpx"`` (also runs under trio, mockable with respx).
         limiter: a shared :class:`RateLimiter`; by default a :class:`TokenBucketLimiter`
@@ -66,7 +68,8 @@ class HealthImagingClient:
         retry: retry, conflict and polling bounds.
         clock: time source for every wait.
         on_event: called with every event (see ``async_hi._events``).
-        connect_timeout, read_timeout: per request, seconds.
+        connect_timeout: per request, seconds.
+        read_timeout: per request, seconds.
         max_pool_connections: HTTP connections kept by the transport.
         rng: random source for jitter (seed it for reproducible runs).
 
@@ -401,9 +404,12 @@ class HealthImagingClient:
                 Only a hint: a stale refusal costs one read and takes the normal path.
 
         Raises:
-            ValidationError and other ServiceError: refused by the service.
-            ImageSetDeletedError, RetriesExhaustedError, DeadlineExceededError,
-            OutcomeUnknownError: see ``async_hi._errors``.
+            ValidationError: refused by the service as invalid (other ``ServiceError``
+                subclasses for its other refusals).
+            ImageSetDeletedError: the image set is DELETED.
+            RetriesExhaustedError: the attempt budget ran out.
+            DeadlineExceededError: the time budget ran out.
+            OutcomeUnknownError: a budget ran out while a write's fate was still unknown.
         """
         if not isinstance(update, MetadataUpdate):
             raise TypeError(f"update must be a MetadataUpdate, got {type(update).__name__}")

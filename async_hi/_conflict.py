@@ -64,10 +64,10 @@ __all__ = ["Budget", "Rebase", "UpdateOps", "resolve_update", "wait_until_applie
 UPDATE = "UpdateImageSetMetadata"
 _IGNORED_KEYS = ("DatastoreID", "ImageSetID", "SchemaVersion")
 
-#: ``rebase(fresh_metadata, update)`` -> the update to send now, or None to drop it (may be async).
 Rebase = Callable[
     [Mapping[str, Any], MetadataUpdate], "MetadataUpdate | Awaitable[MetadataUpdate | None] | None"
 ]
+"""``rebase(fresh_metadata, update)`` -> the update to send now, or None to drop it (may be async)."""
 
 
 class UpdateOps(Protocol):

@@ -27,7 +27,8 @@
     ├── JournalError (also RuntimeError)       bulk: the journal cannot be used (locked, corrupt)
     │   ├── JournalMismatchError               the input at a journaled key has changed
     │   └── ReconcileError                     a call in flight at a crash could not be settled
-    └── RedisUnavailableError (also ConnectionError)  the shared limiter cannot reach Redis
+    └── LimiterUnavailableError (also ConnectionError)  the limiter cannot grant a request: stop sending
+        └── RedisUnavailableError              the shared limiter cannot reach Redis (fail-closed)
 
 The bulk errors live beside the code that raises them (``_outcomes``, ``_manifest``,
 ``_journal``, ``_reconcile``, ``_redis_limiter``).
@@ -59,6 +60,7 @@ __all__ = [
     "HealthImagingError",
     "ImageSetDeletedError",
     "InternalServerError",
+    "LimiterUnavailableError",
     "NotAcceptableError",
     "OutcomeUnknownError",
     "ResourceNotFoundError",
@@ -212,6 +214,16 @@ class DeadlineExceededError(UpdateError):
 
 class OutcomeUnknownError(UpdateError):
     """A budget ran out while a write might have been applied and could not be checked."""
+
+
+class LimiterUnavailableError(HealthImagingError, ConnectionError):
+    """The rate limiter cannot grant a request (its shared state is unreachable): send nothing more.
+
+    Raised by a limiter's ``acquire`` before anything is sent. ``update_many``
+    treats it as the end of the run, not as a failed request: it stops
+    sending, leaves every unsent request unsent (resumable as it is) and the
+    calls it interrupted open in the journal, and re-raises it on exit.
+    """
 
 
 _BY_CODE: dict[str, type[ServiceError]] = {

@@ -117,7 +117,9 @@ class UpdateFinished:
 
 
 Event = RequestStarted | RequestFinished | Retrying | Waiting | RateChanged | UpdateStarted | UpdateFinished
+"""Any event the client emits (a union of the frozen event classes)."""
 EventHook = Callable[[Event], None]
+"""The type of ``on_event=``: called synchronously with each event; keep it quick, never raise."""
 
 
 @dataclass(frozen=True, slots=True)

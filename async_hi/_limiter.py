@@ -529,6 +529,7 @@ class TokenBucketLimiter:
         return 0 if b is None else len(b.queue) + len(b.slot_waiters)
 
     def in_flight(self, operation: str) -> int:
+        """How many requests of ``operation`` hold an in-flight slot now."""
         b = self._buckets.get(operation)
         return 0 if b is None else b.in_flight
 

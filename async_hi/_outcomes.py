@@ -34,6 +34,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        """The request's change is in place: applied now, or skipped as applied by an earlier run."""
         return self.status in ("applied", "skipped") and self.previous != "failed"
 
 

@@ -39,7 +39,9 @@ When Redis is unreachable (connection refused, timeout), ``on_unavailable``
 decides, explicitly:
 
 - ``"fail"`` (the default): ``acquire`` raises :class:`RedisUnavailableError`.
-  Nothing is sent that the shared quota has not granted.
+  Nothing is sent that the shared quota has not granted. A bulk run stops
+  sending on it (unsent requests stay unsent, not failed). A lost
+  ``on_throttle`` adjustment is logged once per outage.
 - ``"local"``: fall back to an in-process :class:`~async_hi._limiter.TokenBucketLimiter`
   at ``quota / fallback_share`` (set ``fallback_share`` to the number of
   processes that share the account), with the same stray-429 tolerance and
@@ -76,7 +78,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from async_hi import contract
-from async_hi._errors import HealthImagingError
+from async_hi._errors import LimiterUnavailableError
 from async_hi._limiter import LimiterConfig, RecentQuantile, ThrottleScore, TokenBucketLimiter, check_adaptive
 
 __all__ = ["RedisLimiter", "RedisLimiterConfig", "RedisUnavailableError"]
@@ -184,8 +186,12 @@ return {string.format('%.0f', wait), string.format('%.17g', rate), string.format
 """
 
 
-class RedisUnavailableError(HealthImagingError, ConnectionError):
-    """Redis could not be reached, and ``on_unavailable="fail"``: no request may be sent."""
+class RedisUnavailableError(LimiterUnavailableError):
+    """Redis could not be reached, and ``on_unavailable="fail"``: no request may be sent.
+
+    ``update_many`` (and ``async-hi update``) stop sending on it; see
+    :class:`~async_hi._errors.LimiterUnavailableError`.
+    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,10 +40,12 @@ class ImageSetInfo:
 
     @property
     def deleted(self) -> bool:
+        """The image set is DELETED (no update will ever be accepted)."""
         return self.state == "DELETED"
 
     @classmethod
     def from_response(cls, r: Mapping[str, Any]) -> ImageSetInfo:
+        """Build from a GetImageSet answer (botocore's parsed dict)."""
         return cls(
             datastore_id=r["datastoreId"],
             image_set_id=r["imageSetId"],
@@ -77,6 +79,7 @@ class VersionInfo:
 
     @classmethod
     def from_response(cls, r: Mapping[str, Any]) -> VersionInfo:
+        """Build from one item of a ListImageSetVersions answer (botocore's parsed dict)."""
         return cls(
             image_set_id=r["imageSetId"],
             version_id=r["versionId"],

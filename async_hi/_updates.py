@@ -26,6 +26,7 @@ from async_hi.document import DocumentKind, check_document
 __all__ = ["MAX_BLOB_BYTES", "InvalidUpdateError", "MetadataUpdate", "UpdateBuilder"]
 
 MAX_BLOB_BYTES = int(contract.shape("DICOMAttribute").metadata["max"])
+"""The largest ``updatableAttributes``/``removableAttributes`` document, in bytes (botocore's model)."""
 _ID = "[0-9a-z]{32}"
 _VERSION = re.compile(r"[0-9]+")
 
@@ -142,6 +143,7 @@ class MetadataUpdate:
 
     @property
     def is_revert(self) -> bool:
+        """This update reverts to an earlier version instead of changing attributes."""
         return self.revert_to_version_id is not None
 
     def blob(self, kind: str) -> bytes | None:

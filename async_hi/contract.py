@@ -70,7 +70,6 @@ class Quota:
             raise ValueError(f"Quota.burst must be >= 1, got {self.burst!r}")
 
 
-#: Documented per-account defaults (AWS HealthImaging service quotas; adjustable by AWS support).
 DEFAULT_QUOTAS: Mapping[str, Quota] = {
     "UpdateImageSetMetadata": Quota(rate=0.25, burst=1),
     "CopyImageSet": Quota(rate=0.25, burst=1),
@@ -79,6 +78,7 @@ DEFAULT_QUOTAS: Mapping[str, Quota] = {
     "GetImageSetMetadata": Quota(rate=50.0, burst=100),
     "ListImageSetVersions": Quota(rate=25.0, burst=50),
 }
+"""Documented per-account defaults (AWS HealthImaging service quotas; adjustable by AWS support)."""
 
 
 @functools.cache

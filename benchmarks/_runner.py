@@ -39,6 +39,7 @@ SCENARIOS = [
     "contention",
     "scale",
     "fault_soak",
+    "testing_reset",
 ]
 
 

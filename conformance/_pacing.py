@@ -24,14 +24,20 @@ class Pacer(Protocol):
     """What the suite needs from a rate limiter (structurally the SDK's ``RateLimiter``)."""
 
     async def acquire(self, operation: str) -> float | None:
-        """Returns at the granted send time (and may return it; the suite sends at once)."""
+        """Wait until ``operation`` may send one request (the SDK limiter returns its send time)."""
         ...
 
-    def release(self, operation: str) -> None: ...
+    def release(self, operation: str) -> None:
+        """The request taken by :meth:`acquire` is done (answered or failed)."""
+        ...
 
-    async def on_throttle(self, operation: str, retry_after: float | None) -> None: ...
+    async def on_throttle(self, operation: str, retry_after: float | None) -> None:
+        """A request of ``operation`` got 429; ``retry_after`` is the server's hint in seconds, if any."""
+        ...
 
-    async def on_success(self, operation: str) -> None: ...
+    async def on_success(self, operation: str) -> None:
+        """A request of ``operation`` was answered without throttling."""
+        ...
 
 
 class NoPacing:

@@ -24,7 +24,6 @@ __all__ = [
     "select_checks",
 ]
 
-#: group id -> title (the checklist's sections)
 GROUPS: dict[str, str] = {
     "RV": "request validation",
     "SR": "success response shape",
@@ -35,6 +34,7 @@ GROUPS: dict[str, str] = {
     "PD": "protocol details",
     "RB": "robustness",
 }
+"""Check group id -> title (the checklist's sections)."""
 _ID = re.compile(r"(RV|SR|ER|OC|VS|AU|PD|RB)[0-9]{2}")
 
 
@@ -90,6 +90,7 @@ class Check:
 
     @property
     def group(self) -> str:
+        """The check's group id, the first two letters of its id (``RV``, ``OC``...)."""
         return self.id[:2]
 
 

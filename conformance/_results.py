@@ -38,6 +38,7 @@ class Failure:
     response: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (the ``--json`` report's failure entry)."""
         return {
             "message": self.message,
             "request": self.request,
@@ -69,6 +70,7 @@ class Result:
     requests: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (one entry of the ``--json`` report's results)."""
         return {
             "id": self.check.id,
             "group": self.check.group,
@@ -120,6 +122,7 @@ class Report:
     unreachable: str | None = None
 
     def counts(self) -> dict[str, int]:
+        """How many results have each outcome (``pass``, ``fail``, ``warn``, ``skip``)."""
         out = {o.value: 0 for o in Outcome}
         for r in self.results:
             out[r.outcome.value] += 1
@@ -127,6 +130,7 @@ class Report:
 
     @property
     def must_failed(self) -> bool:
+        """A MUST check failed (the run fails)."""
         return any(r.outcome is Outcome.FAIL and r.check.level is CheckLevel.MUST for r in self.results)
 
     @property
@@ -142,12 +146,14 @@ class Report:
         return 0
 
     def result(self, check_id: str) -> Result:
+        """The result of one check, by id; ``KeyError`` when the check did not run."""
         for r in self.results:
             if r.check.id == check_id:
                 return r
         raise KeyError(f"no result for check {check_id}")
 
     def by_group(self) -> list[tuple[str, Sequence[Result]]]:
+        """The results grouped in checklist order, each group sorted by check id."""
         groups: list[tuple[str, Sequence[Result]]] = []
         for gid in GROUPS:
             members = [r for r in self.results if r.check.group == gid]
@@ -156,6 +162,7 @@ class Report:
         return groups
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data (what ``--json`` writes)."""
         return {
             "endpoint": self.endpoint,
             "target": self.target,

@@ -54,6 +54,7 @@ class Target:
                 raise ValueError(f"Target.{name} must be 32 characters of [0-9a-z]")
 
     def describe(self) -> str:
+        """One line naming the datastore, the image set and whether writes are allowed."""
         mode = "writes allowed" if self.allow_writes else "read-only"
         kind = "emulator, " if self.emulator else ""
         return f"{kind}datastore {self.datastore_id}, image set {self.image_set_id} ({mode})"

@@ -24,7 +24,8 @@ What is judged, per operation in scope (``async_hi.contract.OPERATIONS``):
   in-progress state (SR11, evidence E7), and the single-exchange parameter
   effects: ``latestVersionId`` = ``latestVersion`` + 1 (VS01), ``version``
   answered with that version (VS06), a page within ``maxResults`` and newest
-  first (VS07);
+  first (VS07, VS05), an UPDATE_FAILED version with its message (VS09) and a
+  page whose newer versions have later ``updatedAt`` (VS10);
 - error answers: modeled status (ER01), resolvable code (ER02), header and
   body agreeing (ER03), a JSON body with a string message (ER04), botocore
   raising the modeled class (ER05), Content-Type (ER06), JSON 5xx (ER07);
@@ -75,7 +76,7 @@ RULES: tuple[str, ...] = (
     "RV01", "RV02", "RV03", "RV04", "RV05", "RV06", "RV07", "RV08", "RV09", "RV10", "RV11", "RV13",
     "RV14", "RV18", "PD01", "PD03", "PD04", "PD07", "RB01", "RB02", "RB03", "RB05",
     "SR01", "SR02", "SR03", "SR04", "SR05", "SR06", "SR07", "SR08", "SR09", "SR10", "SR11",
-    "VS01", "VS05", "VS06", "VS07",
+    "VS01", "VS05", "VS06", "VS07", "VS09", "VS10",
     "ER01", "ER02", "ER03", "ER04", "ER05", "ER06", "ER07",
 )  # fmt: skip
 
@@ -375,8 +376,10 @@ def _success_problems(request: WireRequest, response: WireResponse) -> list[Prob
         )
     if op_name == "GetImageSetMetadata":
         return problems + _metadata_problems(response)
-    if _is_gzip(response.body) or (response.header("content-encoding") or "").strip().lower() == "gzip":
-        problems.append(_endpoint("SR08", f"{op_name} answered with a gzip body; only metadata is gzip"))
+    declared = (response.header("content-encoding") or "").strip().lower() == "gzip"
+    if _is_gzip(response.body) and not declared:
+        # a declared Content-Encoding is HTTP compression (allowed); an undeclared gzip body is not JSON
+        problems.append(_endpoint("SR08", f"{op_name} answered a gzip body without Content-Encoding: gzip"))
     try:
         body = decoded_body(response)
     except ValueError:
@@ -395,9 +398,15 @@ def _success_problems(request: WireRequest, response: WireResponse) -> list[Prob
         for name, want in (("datastoreId", d), ("imageSetId", i)):
             if want is not None and isinstance(body.get(name), str) and body[name] != want:
                 problems.append(_endpoint("SR02", f"{name} does not echo the request's {name}"))
+        arn = body.get("imageSetArn")
+        if isinstance(arn, str) and d and i and not arn.endswith(f":datastore/{d}/imageset/{i}"):
+            problems.append(
+                _endpoint("SR02", "imageSetArn does not name the request's datastore and image set")
+            )
     if op_name == "UpdateImageSetMetadata":
         problems += _update_effects(request, body)
-    elif op_name == "GetImageSet":
+    problems += _settled_state_problems(body)
+    if op_name == "GetImageSet":
         asked = _query(request, "version")
         got = body.get("versionId")
         if asked is not None and isinstance(got, str) and _same_version(got, asked) is False:
@@ -448,6 +457,23 @@ def _update_effects(request: WireRequest, body: dict[str, Any]) -> list[Problem]
     return problems
 
 
+def _settled_state_problems(body: dict[str, Any]) -> list[Problem]:
+    """VS09: a version that ended UPDATE_FAILED says why (GetImageSet, list items)."""
+    records: list[tuple[str, Any]] = [("response", body)]
+    items = body.get("imageSetPropertiesList")
+    if isinstance(items, list):
+        records += [(f"imageSetPropertiesList[{k}]", it) for k, it in enumerate(items)]
+    problems = []
+    for where, rec in records:
+        if not isinstance(rec, dict):
+            continue
+        status = rec.get("imageSetWorkflowStatus", rec.get("ImageSetWorkflowStatus"))
+        message = rec.get("message")
+        if status == "UPDATE_FAILED" and not (isinstance(message, str) and message.strip()):
+            problems.append(_endpoint("VS09", f"{where}: UPDATE_FAILED without a message"))
+    return problems
+
+
 def _page_problems(request: WireRequest, body: dict[str, Any], image_set: str | None) -> list[Problem]:
     problems: list[Problem] = []
     items = body.get("imageSetPropertiesList")
@@ -463,6 +489,19 @@ def _page_problems(request: WireRequest, body: dict[str, Any], image_set: str | 
     ]
     if any(a <= b for a, b in itertools.pairwise(versions)):
         problems.append(_endpoint("VS05", "a ListImageSetVersions page is not newest first"))
+    else:
+        stamps = [item.get("updatedAt") if isinstance(item, dict) else None for item in items]
+        for k, (newer, older) in enumerate(itertools.pairwise(stamps)):
+            numbers = all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in (newer, older))
+            if numbers and not newer > older:  # type: ignore[operator]
+                problems.append(
+                    _endpoint(
+                        "VS10",
+                        f"imageSetPropertiesList[{k}] (newer) has an updatedAt not later than "
+                        f"imageSetPropertiesList[{k + 1}]",
+                    )
+                )
+                break
     for k, item in enumerate(items):
         echoed = item.get("imageSetId") if isinstance(item, dict) else None
         if image_set and isinstance(echoed, str) and echoed != image_set:

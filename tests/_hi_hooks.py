@@ -279,7 +279,7 @@ def _slow_reads(req: Req, emu: Emulator) -> None:
 def _is_json(raw: bytes) -> bool:
     try:
         json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -406,6 +406,23 @@ def _bad_force_applied_after(req: Req, resp: Resp, emu: Emulator) -> None:
         resp.status = 400
         resp.headers["x-amzn-errortype"] = "ValidationException"
         resp.set_json({"message": "force must be true or false"})
+
+
+def _hide_in_progress(req: Req, body: dict[str, Any]) -> None:
+    """List only versions already applied (E8: the real service lists the UPDATING one at once)."""
+    body["imageSetPropertiesList"] = [
+        item for item in body["imageSetPropertiesList"] if item.get("ImageSetWorkflowStatus") != "UPDATING"
+    ]
+
+
+def _foreign_arn(req: Req, body: dict[str, Any]) -> None:
+    body["imageSetArn"] = body["imageSetArn"].replace(body["imageSetId"], "0" * 32)
+
+
+def _unsigned_reads(req: Req, emu: Emulator) -> None:
+    reads = ("getImageSet", "getImageSetMetadata", "listImageSetVersions")
+    if req.op in reads and "Authorization" not in req.headers:
+        req.changed = req.launder = True
 
 
 # -- negative controls: conformant variations the suite must pass -------------------------------

@@ -6,7 +6,10 @@ Prints "KEY STATUS" per outcome and "reconciled LANDED NOT_LANDED" on stderr;
 exits 0 when every request is applied or skipped, 2 otherwise. DIE is "none",
 or "before-send:N" / "after-send:N": SIGKILL itself just before the N-th call
 leaves (its intent is journaled) or just after its answer arrives (before the
-outcome is journaled): exact crash points, besides the parent's random kills.
+outcome is journaled), or "reconcile:N": at the N-th read of reconcile (in the
+middle of settling the calls a previous crash left open): exact crash points,
+besides the parent's random kills. Prints "reconciling K" (open intents) on
+stderr before reconciling.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import anyio
 
@@ -23,7 +27,7 @@ from async_hi._journal import Journal
 from async_hi._manifest import ManifestEntry, read_manifest
 from async_hi._reconcile import reconcile
 from async_hi._updates import MetadataUpdate
-from tests.bulk_helpers import RawHealthImaging, Result
+from tests.bulk_helpers import RawHealthImaging, Result, VersionInfo
 
 
 def entries(path: str) -> Iterator[ManifestEntry]:
@@ -31,6 +35,32 @@ def entries(path: str) -> Iterator[ManifestEntry]:
         if not isinstance(item, ManifestEntry):
             raise SystemExit(f"bad manifest: {item}")
         yield item
+
+
+class DyingReader:
+    """The client's reads, SIGKILLing the process at the N-th one (0: never)."""
+
+    def __init__(self, client: RawHealthImaging, die_at: int) -> None:
+        self.client = client
+        self.die_at = die_at
+        self.reads = 0
+
+    def _read(self) -> None:
+        self.reads += 1
+        if self.reads == self.die_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def latest_version(self, datastore_id: str, image_set_id: str) -> str:
+        self._read()
+        return await self.client.latest_version(datastore_id, image_set_id)
+
+    async def versions_after(self, datastore_id: str, image_set_id: str, after: str) -> Sequence[VersionInfo]:
+        self._read()
+        return await self.client.versions_after(datastore_id, image_set_id, after)
+
+    async def metadata(self, datastore_id: str, image_set_id: str, version_id: str) -> Mapping[str, Any]:
+        self._read()
+        return await self.client.metadata(datastore_id, image_set_id, version_id)
 
 
 async def main(*argv: str) -> int:
@@ -53,7 +83,9 @@ async def main(*argv: str) -> int:
     ok = True
     try:
         async with Journal(journal) as j:
-            verdicts = await reconcile(j, entries(manifest), client, poll_interval=0.01)
+            print(f"reconciling {len(j.open_intents)}", file=sys.stderr, flush=True)
+            reader = DyingReader(client, int(nth) if when == "reconcile" else 0)
+            verdicts = await reconcile(j, entries(manifest), reader, poll_interval=0.01)
             landed = sum(v.applied for v in verdicts)
             print(f"reconciled {landed} {len(verdicts) - landed}", file=sys.stderr, flush=True)
             run = update_many(

@@ -198,3 +198,65 @@ async def test_a_call_reconciled_as_landed_is_not_sent_again_in_the_same_session
     assert outcomes[1].previous == "applied"
     assert [u.digest() for u in sent] == [requests[1][1].digest(), requests[2][1].digest()]
     assert len(store.image_set(ds, iset).versions) == 4
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+async def test_a_limiter_that_cannot_grant_stops_the_run_and_leaves_unsent_requests_unsent(
+    tmp_path: Path, coalesce: bool
+) -> None:
+    from async_hi._errors import LimiterUnavailableError
+
+    store = Store(lock_seconds=0)
+    ds = store.create_datastore().datastore_id
+    rng = random.Random(3)
+    isets = [store.add_image_set(ds, synthetic_metadata(rng)).image_set_id for _ in range(3)]
+    original = {i: store.image_set(ds, i).latest.metadata for i in isets}
+    requests = make_requests(ds, isets, 30, 3)
+    sent = store_apply(store)
+    calls = 0
+
+    async def apply(u: MetadataUpdate) -> Result:
+        nonlocal calls
+        calls += 1
+        if calls >= 6:  # the shared limiter lost Redis: fail-closed, before anything is sent
+            raise LimiterUnavailableError("Redis is unreachable")
+        return await sent(u)
+
+    journal_path = tmp_path / "journal.jsonl"
+    outcomes: list[Outcome] = []
+    async with Journal(journal_path) as journal:
+        run = update_many(
+            requests,
+            apply=apply,
+            concurrency=2,
+            coalesce=coalesce,
+            journal=journal,
+            reader=StoreReader(store),
+        )
+        with pytest.raises(LimiterUnavailableError):
+            async with run:
+                outcomes = [o async for o in run]
+        assert run.stats.failed == 0
+    statuses = {o.status for o in outcomes}
+    assert "failed" not in statuses
+    assert "cancelled" in statuses
+    assert run.stats.calls <= 6 + 1  # it stopped sending (one other drain may have been mid-call)
+    assert '"t":"failed"' not in journal_path.read_text()  # nothing marked failed that was never sent
+    # a resume (the limiter is back) sends the rest as they are: no --retry-failed needed
+    async with Journal(journal_path) as journal:
+        await reconcile(journal, requests, StoreReader(store))
+        async with update_many(
+            requests, apply=sent, concurrency=2, coalesce=coalesce, journal=journal, reader=StoreReader(store)
+        ) as run:
+            again = [o async for o in run]
+    assert all(o.status in ("applied", "skipped") and o.previous != "failed" for o in again)
+    assert len(again) == len(requests)
+    for iset in isets:
+        mine = [u for _, u in requests if u.image_set_id == iset]
+        versions = store.image_set(ds, iset).versions
+        expected = original[iset]
+        for u in mine:
+            expected = apply_update(expected, u.updatable, u.removable)
+        assert versions[-1].metadata["Study"] == expected["Study"]
+        if not coalesce:
+            assert len(versions) == 1 + len(mine)  # each request exactly once

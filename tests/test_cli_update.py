@@ -313,3 +313,163 @@ def test_demo_runs_and_verifies() -> None:
     assert out["verified"] is True
     assert out["applied"] == 30
     assert out["problems"] == []
+
+
+def test_every_exit_code_is_documented_in_help_and_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    from async_hi.cli._progress import EXIT_CODES
+
+    with pytest.raises(SystemExit) as info:
+        run_main(capsys, "--help")
+    assert info.value.code == 0
+    help_text = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text()
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 130}
+    for code, meaning in EXIT_CODES.items():
+        assert f"  {code:>3}  {meaning.split(',')[0]}" in help_text
+        assert f"| {code} |" in readme
+
+
+def one_json_line(stdout: str) -> dict[str, Any]:
+    lines = stdout.splitlines()
+    assert len(lines) == 1, stdout
+    out: dict[str, Any] = json.loads(lines[0])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "words"),
+    [
+        ("no manifest", 2, "no manifest file"),
+        ("bad arguments", 2, "must be >= 1"),
+        ("corrupt journal", 2, "is corrupt"),
+        ("not a journal", 2, "is not an async-hi journal"),
+        ("redis down", 2, "Redis at --redis is unreachable"),
+        ("dry run", 1, None),
+    ],
+)
+def test_json_prints_exactly_one_line_on_every_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, code: int, words: str | None
+) -> None:
+    m = manifest(tmp_path / "m.jsonl", "d" * 32, ["a" * 32], 3, bad={2: "{"})
+    journal = tmp_path / "j"
+    endpoint = ["--endpoint-url", "http://127.0.0.1:1", "--region", "us-east-1", "--json"]
+    argv = {
+        "no manifest": [str(tmp_path / "missing.jsonl"), *endpoint],
+        "bad arguments": [str(m), "--concurrency", "0", *endpoint],
+        "corrupt journal": [str(m), "--journal", str(journal), *endpoint],
+        "not a journal": [str(m), "--journal", str(journal), *endpoint],
+        "redis down": [str(m), "--redis", "redis://127.0.0.1:1/0", *endpoint],
+        "dry run": [str(m), "--dry-run", "--json"],
+    }[case]
+    if case == "corrupt journal":
+        journal.write_text('{"t":"journal","format":2,"input":null}\nnot json\n{"t":"x"}\n')
+    if case == "not a journal":
+        journal.write_text("notes\n")
+    if case == "bad arguments":
+        with pytest.raises(SystemExit) as info:
+            run_main(capsys, *argv)
+        assert info.value.code == 2
+        stdout, stderr = capsys.readouterr()
+        exit_code = 2
+    else:
+        exit_code, stdout, stderr = run_main(capsys, *argv)
+    out = one_json_line(stdout)
+    assert exit_code == out["exit_code"] == code
+    if words is not None:
+        assert words in out["error"]
+        assert stderr.count(words) == 1  # one clear message
+
+
+def test_ctrl_c_during_a_resumes_reconcile_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    import anyio
+
+    from async_hi._journal import Fingerprint
+
+    with EmulatorThread(lock_seconds=60, quotas=None) as emu:  # an update that stays UPDATING
+        seeded = emu.call(lambda: emu.emulator.seed(1))
+        ds, (iset,) = seeded.datastore_id, seeded.image_set_ids
+        m = manifest(tmp_path / "m.jsonl", ds, [iset], 3)
+        journal = tmp_path / "run.journal"
+        first = MetadataUpdate(
+            datastore_id=ds, image_set_id=iset, updatable={"Study": {"DICOM": {"StudyDescription": "V0"}}}
+        )
+
+        async def crashed_run() -> None:  # a run that died with line 1 in flight
+            async with Journal(journal, fingerprint=Fingerprint.of_file(m)) as j:
+                await j.intent(
+                    keys=[1], digests=[first.digest()], datastore_id=ds, image_set_id=iset, base="1"
+                )
+
+        anyio.run(crashed_run)
+        store = emu.emulator.store
+        emu.call(lambda: store.update(ds, iset, latest_version=1, updatable=first.updatable))
+        env = dict(os.environ) | {
+            "AWS_ACCESS_KEY_ID": emu.emulator.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": emu.emulator.secret_access_key,
+        }
+        args = [sys.executable, "-m", "async_hi", "update", str(m), "--journal", str(journal), "--json"]
+        args += ["--endpoint-url", emu.endpoint_url, "--region", emu.emulator.region, "--rate", "50"]
+        child = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        # reconcile is waiting for the image set to settle (it would wait up to 120 s)
+        while not any(r.operation == "ListImageSetVersions" for r in emu.emulator.requests):
+            assert time.monotonic() < deadline
+            assert child.poll() is None
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=30)
+        assert child.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        out = one_json_line(stdout)
+        assert out["interrupted"] is True
+        assert out["exit_code"] == 130
+        assert updates_sent(emu) == 0
+
+    async def still_open() -> int:
+        async with Journal(journal) as j:
+            return len(j.open_intents)
+
+    assert anyio.run(still_open) == 1  # nothing decided, nothing lost: the next run settles it
+
+
+def test_ctrl_c_while_waiting_for_redis_exits_130(tmp_path: Path) -> None:
+    import socket
+
+    m = manifest(tmp_path / "m.jsonl", "d" * 32, ["a" * 32], 3)
+    with socket.socket() as silent:  # accepts connections, never answers: PING waits
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        args = [sys.executable, "-m", "async_hi", "update", str(m), "--json", "--redis", url]
+        args += ["--endpoint-url", "http://127.0.0.1:1", "--region", "us-east-1"]
+        child = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        silent.settimeout(60)
+        conn, _ = silent.accept()
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=30)
+        conn.close()
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert one_json_line(stdout)["interrupted"] is True
+
+
+def test_an_internal_error_is_exit_3_with_one_json_line_and_no_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import async_hi.cli._job as job
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"a bug that quotes {SECRET}")
+
+    monkeypatch.setattr(job, "run_job", broken)
+    m = manifest(tmp_path / "m.jsonl", "d" * 32, ["a" * 32], 2)
+    code, stdout, stderr = run_main(
+        capsys, str(m), "--json", "--endpoint-url", "http://127.0.0.1:1", "--region", "us-east-1"
+    )
+    out = one_json_line(stdout)
+    assert code == out["exit_code"] == 3
+    assert out["internal_error"] is True
+    assert "internal error (RuntimeError)" in stderr
+    assert SECRET not in stdout + stderr

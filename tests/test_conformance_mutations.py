@@ -35,9 +35,11 @@ from tests._hi_hooks import (
     _fix_param,
     _fix_read_params,
     _force_always,
+    _foreign_arn,
     _frozen_updated_at,
     _gzip_without_header,
     _header_case,
+    _hide_in_progress,
     _is_json,
     _json_content_type,
     _launder,
@@ -59,6 +61,7 @@ from tests._hi_hooks import (
     _string_times,
     _strip_extra_keys,
     _type_suffix,
+    _unsigned_reads,
     _update,
     _utf8,
     _version_ahead,
@@ -220,6 +223,7 @@ MUTANTS = [
         select=("VS05", "SR09"),
     ),
     Mutant("metadata as plain JSON", ("SR10",), after=_plain_metadata),
+    Mutant("imageSetArn of another image set", ("SR02",), after=on_ok("getImageSet", _foreign_arn)),
     Mutant("metadata gzip without Content-Encoding", ("SR10",), after=_gzip_without_header),
     Mutant(
         "update answers the settled state",
@@ -328,8 +332,15 @@ MUTANTS = [
     Mutant("force ignored: force-only changes accepted without it", ("VS08",), before=_force_always),
     Mutant("UPDATE_FAILED without a message", ("VS09",), setup=_failed_without_message),
     Mutant("updatedAt never moves", ("VS10",), after=_frozen_updated_at),
+    Mutant(
+        "in-progress versions left out of the list",
+        ("VS11",),
+        after=on_ok("listImageSetVersions", _hide_in_progress),
+        config={"lock_seconds": 0.5},  # the window must outlast two reads
+    ),
     # -- AU ------------------------------------------------------------------
     Mutant("accepting unsigned requests", ("AU01",), config={"verify_sigv4": False}),
+    Mutant("accepting unsigned reads", ("AU01",), before=_unsigned_reads),
     Mutant("accepting bad signatures", ("AU02", "AU05"), before=_launder(_bad_signature)),
     Mutant("accepting the wrong signing scope", ("AU03",), before=_launder(_wrong_scope)),
     Mutant("accepting stale X-Amz-Date", ("AU04",), before=_launder(_stale_date)),

@@ -50,14 +50,14 @@ async def test_the_emulator_passes_every_check_within_a_minute() -> None:
         if r.outcome is not Outcome.PASS
     ]
     assert not_passed == []
-    assert len(report.results) == len(all_checks()) == 75
+    assert len(report.results) == len(all_checks()) == 76
     assert report.seconds < 60
     assert report.exit_status == 0
     assert report.restore is not None
     assert report.restore.ok
     assert "reverted to the content of version 1" in report.restore.message
     data = json.loads(to_json(report))
-    assert data["counts"]["pass"] == 75
+    assert data["counts"]["pass"] == 76
     assert ET.fromstring(to_junit_xml(report)).tag == "testsuites"
 
 
@@ -77,7 +77,7 @@ async def test_read_only_run_changes_nothing_on_the_emulator() -> None:
     skipped = {r.check.id for r in report.results if r.outcome is Outcome.SKIP}
     writes = {r.check.id for r in report.results if r.check.writes}
     assert skipped == writes | {"OC05", "OC08", "SR11", "VS07", "VS09", "VS10"}
-    assert len(writes) == 8
+    assert len(writes) == 9
     assert all(r.outcome is Outcome.PASS for r in report.results if r.check.id not in skipped)
     assert report.restore is not None
     assert report.restore.message == "unchanged: still version 1"
@@ -251,7 +251,7 @@ def test_cli_lists_the_checks(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["conformance", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 75
+    assert len(lines) == 76
     assert lines[0].startswith("RV01  MUST")
     assert lines[-1].startswith("RB09  SHOULD")
 

@@ -41,10 +41,11 @@ DS, IS = "a" * 32, "b" * 32
 PATH = f"/datastore/{DS}/imageSet/{IS}/updateImageSetMetadata"
 GOOD = json.dumps({"DICOMUpdates": {"updatableAttributes": "e30="}}).encode()
 
-CHECKLIST = {"RV": 18, "SR": 11, "ER": 7, "OC": 7, "VS": 10, "AU": 6, "PD": 7, "RB": 9}
+CHECKLIST = {"RV": 18, "SR": 11, "ER": 7, "OC": 7, "VS": 11, "AU": 6, "PD": 7, "RB": 9}
 TOTAL = sum(CHECKLIST.values())
 SHOULD = {
-    "RV12", "RV15", "SR05", "SR07", "ER06", "OC05", "PD02", "PD03", "PD05", "PD07", "RB06", "RB07", "RB09",
+    "RV12", "RV15", "SR05", "SR07", "ER06", "OC05", "VS11", "PD02", "PD03", "PD05", "PD07", "RB06", "RB07",
+    "RB09",
 }  # fmt: skip
 
 

@@ -88,7 +88,8 @@ def metadata_ok(doc: Any = None, encoding: str | None = "gzip", zipped: bool = T
 def test_conformant_answers_of_every_operation_have_no_problems() -> None:
     assert validate_response(update_req(), ok(UPDATE_OK)) == []
     assert validate_response(req("GetImageSet", [("version", "2")]), ok(GET_OK)) == []
-    listed = {"imageSetPropertiesList": [ITEM, {**ITEM, "versionId": "2"}], "nextToken": "abc"}
+    older = {**ITEM, "versionId": "2", "updatedAt": NOW - 30}
+    listed = {"imageSetPropertiesList": [ITEM, older], "nextToken": "abc"}
     assert validate_response(req("ListImageSetVersions", [("maxResults", "2")]), ok(listed)) == []
     assert validate_response(req("GetImageSetMetadata"), metadata_ok()) == []
 
@@ -146,10 +147,15 @@ def test_get_image_set_and_list_rules() -> None:
     found = validate_response(listed, ok({"imageSetPropertiesList": [lower]}))
     assert rules(found) == {"SR09"}
     assert "ImageSetWorkflowStatus" in found[0].message
-    two = {"imageSetPropertiesList": [ITEM, {**ITEM, "versionId": "2"}]}
+    two = {"imageSetPropertiesList": [ITEM, {**ITEM, "versionId": "2", "updatedAt": NOW - 30}]}
     assert rules(validate_response(listed, ok(two))) == {"VS07"}
     oldest_first = {"imageSetPropertiesList": [{**ITEM, "versionId": "1"}, ITEM]}
     assert rules(validate_response(req("ListImageSetVersions"), ok(oldest_first))) == {"VS05"}
+    frozen = {"imageSetPropertiesList": [ITEM, {**ITEM, "versionId": "2"}]}
+    assert rules(validate_response(req("ListImageSetVersions"), ok(frozen))) == {"VS10"}
+    failed = {**GET_OK, "imageSetWorkflowStatus": "UPDATE_FAILED"}
+    assert rules(validate_response(req("GetImageSet"), ok(failed))) == {"VS09"}
+    assert validate_response(req("GetImageSet"), ok({**failed, "message": "constraint violated"})) == []
     numeric = {"imageSetPropertiesList": [{**ITEM, "versionId": 3}]}
     assert "SR06" in rules(validate_response(req("ListImageSetVersions"), ok(numeric)))
 

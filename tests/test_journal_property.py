@@ -31,7 +31,7 @@ from async_hi._journal import Journal, JournalError
 DS, IS = "d" * 32, "a" * 32
 SECRET = "SECRETVALUE"
 SETTINGS = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 State = tuple[dict[int, str | None], list[tuple[int, ...]]]  # finished status per key, open intents' keys

@@ -195,6 +195,21 @@ async def test_unreachable_redis_fails_closed_by_default() -> None:
 
 
 @pytest.mark.anyio
+async def test_lost_adjustments_are_logged_once_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    from async_hi._errors import LimiterUnavailableError
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    caplog.set_level(logging.WARNING, logger="async_hi.redis_limiter")
+    async with RedisLimiter(url, config()) as limiter:
+        for _ in range(5):  # every call in flight when Redis went away reports its 429 or success
+            await limiter.on_throttle("Op", 1.0)
+        with pytest.raises(LimiterUnavailableError):  # what update_many stops on
+            await limiter.acquire("Op")
+    lost = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert len(lost) == 1
+
+
+@pytest.mark.anyio
 async def test_unreachable_redis_falls_back_to_a_local_slice_that_keeps_its_share(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

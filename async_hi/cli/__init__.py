@@ -7,7 +7,9 @@ Each subcommand lives in its own module with ``add_parser(subparsers)`` and a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import sys
 from collections.abc import Sequence
 
@@ -45,10 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    result: int = args.run(args)
+    """Run one subcommand; returns its exit code (Ctrl-C anywhere: 130, without a traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    json_job = argv[:1] == ["update"] and "--json" in argv
+    started = False
+    try:
+        parser = build_parser()
+        errors = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(errors):
+                args = parser.parse_args(argv)
+        except SystemExit as exc:
+            sys.stderr.write(errors.getvalue())
+            if exc.code not in (0, None) and json_job:
+                _json_usage_error(errors.getvalue())  # the one JSON line --json promises
+            raise
+        sys.stderr.write(errors.getvalue())
+        started = True  # from here on the subcommand prints its own JSON line
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        print("async-hi: interrupted", file=sys.stderr)
+        if json_job and not started:
+            from async_hi.cli._progress import JobSummary, print_summary
+
+            print_summary(JobSummary(manifest="", interrupted=True), as_json=True)
+        return 130
     return result
+
+
+def _json_usage_error(message: str) -> None:
+    from async_hi.cli._progress import JobSummary, print_summary
+
+    lines = [line for line in message.splitlines() if ": error: " in line]
+    why = lines[-1].split(": error: ", 1)[1] if lines else "see the usage message"
+    print_summary(JobSummary(manifest="", error=f"bad arguments: {why}"), as_json=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

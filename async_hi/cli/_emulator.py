@@ -182,7 +182,22 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_without_blocking() -> None:
+    """Log to stderr through a bounded queue: a stderr nobody reads must never stall the server."""
+    import logging
+
+    from async_hi.emulator._guard import NonBlockingHandler
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = NonBlockingHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
+    _log_without_blocking()
     try:
         return asyncio.run(_serve(args))
     except OSError as exc:

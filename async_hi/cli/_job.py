@@ -13,7 +13,7 @@ import contextlib
 import functools
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from async_hi._manifest import ManifestEntry, ManifestError, read_manifest
 from async_hi._reconcile import ClientVersionReader, reconcile
 from async_hi.cli._progress import MAX_LISTED, JobSummary, Progress, Snapshot
 
-__all__ = ["count_lines", "dry_run", "run_job"]
+__all__ = ["Interrupts", "count_lines", "dry_run", "run_job"]
 
 _OP = "UpdateImageSetMetadata"
 
@@ -48,9 +48,10 @@ def _invalid(summary: JobSummary, error: ManifestError) -> None:
         summary.invalid.append((error.line, error.problem))
 
 
-def dry_run(path: Path, progress: Progress) -> JobSummary:
-    """Read and validate the whole manifest offline; nothing is sent."""
-    summary = JobSummary(manifest=path.name, dry_run=True)
+def dry_run(path: Path, progress: Progress, summary: JobSummary | None = None) -> JobSummary:
+    """Read and validate the whole manifest offline; nothing is sent (``summary``: fill in this one)."""
+    summary = summary if summary is not None else JobSummary(manifest=path.name)
+    summary.dry_run = True
     for item in read_manifest(path):
         if isinstance(item, ManifestError):
             _invalid(summary, item)
@@ -72,6 +73,57 @@ def _check_every_request(path: Path, journal: Journal) -> None:
         journal.finished(entry.line, entry.update.digest())
 
 
+class Interrupts:
+    """Ctrl-C over a whole job, whatever phase it is in.
+
+    Before the run (Redis check, journal, hashing the manifest, reconcile) and
+    after it, Ctrl-C cancels what is going on: everything journaled so far
+    stays, an intent being reconciled stays open for the next run. During the
+    run, the first Ctrl-C stops pulling input and lets the calls in flight
+    finish; the second abandons them (their intents stay open).
+    """
+
+    def __init__(self, summary: JobSummary, progress: Progress) -> None:
+        self.summary = summary
+        self.progress = progress
+        self.run: BulkRun | None = None
+        self.scope: anyio.CancelScope | None = None
+
+    async def watch(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                self.summary.interrupted = True
+                run = self.run
+                if run is not None and not run.stopping:
+                    run.stop()
+                    self.progress.note(
+                        "stopping: finishing the calls in flight (Ctrl-C again to abandon them)", always=True
+                    )
+                    continue
+                if run is not None:
+                    self.progress.note(
+                        "abandoning the calls in flight (the journal settles them on the next run)",
+                        always=True,
+                    )
+                if self.scope is not None:
+                    self.scope.cancel()
+
+    async def guard(self, body: Callable[[], Awaitable[None]]) -> None:
+        """Run ``body`` with Ctrl-C handled as above; its exceptions come out as themselves."""
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.watch)
+            try:
+                with anyio.CancelScope() as self.scope:
+                    await body()
+            except Exception as exc:
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+
 async def run_job(
     path: Path,
     client: HealthImagingClient,
@@ -84,6 +136,8 @@ async def run_job(
     accept_changed_manifest: bool = False,
     stop_on_error: bool = False,
     progress: Progress,
+    summary: JobSummary | None = None,
+    interrupts: Interrupts | None = None,
 ) -> JobSummary:
     """Apply a manifest through ``client``; see the module docstring.
 
@@ -100,87 +154,164 @@ async def run_job(
             the whole manifest is checked against the journal before anything is sent.
         stop_on_error: stop at the first bad line or failed request.
         progress: the display.
+        summary: filled in as the job goes (so a caller keeps what was done if it raises).
+        interrupts: the caller's Ctrl-C handling (its ``guard`` runs this); None: handle it here.
 
     Raises:
         JournalError: the journal is locked, corrupt, not a journal, or of another manifest
             (checked before anything is sent).
+        LimiterUnavailableError: the shared limiter lost Redis (fail-closed): sending
+            stopped, unsent requests were left unsent (``summary`` says how many).
     """
-    summary = JobSummary(manifest=path.name)
-    total = count_lines(path)
-    started = time.monotonic()
-    run: BulkRun | None = None
+    summary = summary if summary is not None else JobSummary(manifest=path.name)
+    job = _Job(path, client, summary, progress, interrupts or Interrupts(summary, progress))
+    go = functools.partial(
+        job.run,
+        concurrency=concurrency,
+        coalesce=coalesce,
+        wait=wait,
+        journal_path=journal_path,
+        retry_failed=retry_failed,
+        accept_changed_manifest=accept_changed_manifest,
+        stop_on_error=stop_on_error,
+    )
+    if interrupts is None:
+        await job.interrupts.guard(go)
+    else:
+        await go()
+    return summary
 
-    def entries() -> Iterator[ManifestEntry]:
-        for item in read_manifest(path):
+
+class _Job:
+    def __init__(
+        self,
+        path: Path,
+        client: HealthImagingClient,
+        summary: JobSummary,
+        progress: Progress,
+        interrupts: Interrupts,
+    ) -> None:
+        self.path = path
+        self.client = client
+        self.summary = summary
+        self.progress = progress
+        self.interrupts = interrupts
+        self.bulk: BulkRun | None = None
+        self.total = count_lines(path)
+        self.started = time.monotonic()
+        progress.snapshot = self.snapshot
+
+    def snapshot(self) -> Snapshot:
+        summary = self.summary
+        op = self.client.stats()[_OP]
+        s = self.bulk.stats if self.bulk is not None else None
+        return Snapshot(
+            done=summary.applied + summary.skipped + summary.previously_failed + summary.failed,
+            failed=summary.failed,
+            total=self.total,
+            in_flight=s.in_flight if s else 0,
+            throttles=op.throttles,
+            conflicts=op.conflicts,
+            limiter_rate=op.rate,
+            elapsed=time.monotonic() - self.started,
+        )
+
+    def entries(self, stop_on_error: bool) -> Iterator[ManifestEntry]:
+        for item in read_manifest(self.path):
             if isinstance(item, ManifestError):
-                _invalid(summary, item)
-                progress.note(str(item))
+                _invalid(self.summary, item)
+                self.progress.note(str(item))
                 if stop_on_error:
                     raise item
                 continue
             yield item
 
-    def snapshot() -> Snapshot:
-        op = client.stats()[_OP]
-        s = run.stats if run is not None else None
-        return Snapshot(
-            done=summary.applied + summary.skipped + summary.previously_failed + summary.failed,
-            failed=summary.failed,
-            total=total,
-            in_flight=s.in_flight if s else 0,
-            throttles=op.throttles,
-            conflicts=op.conflicts,
-            limiter_rate=op.rate,
-            elapsed=time.monotonic() - started,
-        )
-
-    progress.snapshot = snapshot
-    reader = ClientVersionReader(client)
-    async with contextlib.AsyncExitStack() as stack:
-        journal = None
-        if journal_path is not None:
-            fingerprint = await anyio.to_thread.run_sync(Fingerprint.of_file, path, abandon_on_cancel=True)
-            journal = await stack.enter_async_context(
-                Journal(
-                    journal_path,
-                    retry_failed=retry_failed,
-                    fingerprint=fingerprint,
-                    accept_changed_input=accept_changed_manifest,
-                )
+    async def run(
+        self,
+        *,
+        concurrency: int,
+        coalesce: bool,
+        wait: bool,
+        journal_path: Path | None,
+        retry_failed: bool,
+        accept_changed_manifest: bool,
+        stop_on_error: bool,
+    ) -> None:
+        try:
+            await self._run(
+                concurrency=concurrency,
+                coalesce=coalesce,
+                wait=wait,
+                journal_path=journal_path,
+                retry_failed=retry_failed,
+                accept_changed_manifest=accept_changed_manifest,
+                stop_on_error=stop_on_error,
             )
-            if accept_changed_manifest:
-                await anyio.to_thread.run_sync(_check_every_request, path, journal, abandon_on_cancel=True)
-            verdicts = await reconcile(journal, _entries(path), reader)
-            summary.reconciled_landed = sum(v.applied for v in verdicts)
-            summary.reconciled_not_landed = len(verdicts) - summary.reconciled_landed
-        run = update_many(
-            entries(),
-            apply=functools.partial(client.update_image_set_metadata, wait=wait),
-            concurrency=concurrency,
-            coalesce=coalesce,
-            journal=journal,
-            reader=reader if journal is not None else None,
-            stop_on_error=stop_on_error,
-        )
-        with progress, anyio.CancelScope() as hard:
-            try:
-                async with run, anyio.create_task_group() as tg:
-                    tg.start_soon(_signals, run, progress, hard, summary)
-                    tg.start_soon(_ticker, progress)
-                    async for outcome in run:
-                        _count(summary, outcome)
-                        progress.tick()
-                    tg.cancel_scope.cancel()
-            except ManifestError:
-                pass  # stop_on_error: reported already, and counted
-        if hard.cancelled_caught:
-            summary.interrupted = True
-    op = client.stats()[_OP]
-    summary.calls = run.stats.calls
-    summary.saved_by_coalescing = run.stats.saved
-    summary.throttles, summary.conflicts = op.throttles, op.conflicts
-    summary.elapsed_seconds = time.monotonic() - started
-    return summary
+        finally:
+            summary, op = self.summary, self.client.stats()[_OP]
+            if self.bulk is not None:
+                summary.calls = self.bulk.stats.calls
+                summary.saved_by_coalescing = self.bulk.stats.saved
+            summary.throttles, summary.conflicts = op.throttles, op.conflicts
+            summary.elapsed_seconds = time.monotonic() - self.started
+
+    async def _run(
+        self,
+        *,
+        concurrency: int,
+        coalesce: bool,
+        wait: bool,
+        journal_path: Path | None,
+        retry_failed: bool,
+        accept_changed_manifest: bool,
+        stop_on_error: bool,
+    ) -> None:
+        path, client, summary, progress = self.path, self.client, self.summary, self.progress
+        reader = ClientVersionReader(client)
+        async with contextlib.AsyncExitStack() as stack:
+            journal = None
+            if journal_path is not None:
+                fingerprint = await anyio.to_thread.run_sync(
+                    Fingerprint.of_file, path, abandon_on_cancel=True
+                )
+                journal = await stack.enter_async_context(
+                    Journal(
+                        journal_path,
+                        retry_failed=retry_failed,
+                        fingerprint=fingerprint,
+                        accept_changed_input=accept_changed_manifest,
+                    )
+                )
+                if accept_changed_manifest:
+                    await anyio.to_thread.run_sync(
+                        _check_every_request, path, journal, abandon_on_cancel=True
+                    )
+                verdicts = await reconcile(journal, _entries(path), reader)
+                summary.reconciled_landed = sum(v.applied for v in verdicts)
+                summary.reconciled_not_landed = len(verdicts) - summary.reconciled_landed
+            bulk = self.bulk = update_many(
+                self.entries(stop_on_error),
+                apply=functools.partial(client.update_image_set_metadata, wait=wait),
+                concurrency=concurrency,
+                coalesce=coalesce,
+                journal=journal,
+                reader=reader if journal is not None else None,
+                stop_on_error=stop_on_error,
+            )
+            outer = self.interrupts.scope
+            with progress, anyio.CancelScope() as hard:
+                self.interrupts.scope, self.interrupts.run = hard, bulk
+                try:
+                    async with bulk, anyio.create_task_group() as tg:
+                        tg.start_soon(_ticker, progress)
+                        async for outcome in bulk:
+                            _count(summary, outcome)
+                            progress.tick()
+                        tg.cancel_scope.cancel()
+                except ManifestError:
+                    pass  # stop_on_error: reported already, and counted
+                finally:
+                    self.interrupts.scope, self.interrupts.run = outer, None
 
 
 def _count(summary: JobSummary, outcome: Any) -> None:
@@ -198,22 +329,6 @@ def _count(summary: JobSummary, outcome: Any) -> None:
         summary.failed += 1
         if len(summary.failures) < MAX_LISTED:
             summary.failures.append((outcome.index, outcome.request.image_set_id, reason_code(outcome.error)))
-
-
-async def _signals(run: BulkRun, progress: Progress, hard: anyio.CancelScope, summary: JobSummary) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT) as signals:
-        async for _ in signals:
-            summary.interrupted = True
-            if not run.stopping:
-                run.stop()
-                progress.note(
-                    "stopping: finishing the calls in flight (Ctrl-C again to abandon them)", always=True
-                )
-            else:
-                progress.note(
-                    "abandoning the calls in flight (the journal settles them on the next run)", always=True
-                )
-                hard.cancel()
 
 
 async def _ticker(progress: Progress) -> None:

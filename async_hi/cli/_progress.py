@@ -17,7 +17,28 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["JobSummary", "Progress", "Snapshot", "print_summary"]
+__all__ = ["EXIT_CODES", "JobSummary", "Progress", "Snapshot", "exit_codes_help", "print_summary"]
+
+#: every exit code of ``async-hi update`` (``--help`` and the README print this table)
+EXIT_CODES = {
+    0: "every request applied (now, or in an earlier run of the journal)",
+    1: "the job ran to its end, and some request failed, was invalid, failed in an earlier run, "
+    "or was not sent (--stop-on-error)",
+    2: "could not start, or had to stop, for a reason outside the requests: bad arguments, no "
+    "manifest, a journal that is not ours, corrupt, locked, of another manifest or edited, a call "
+    "from a crash that could not be settled, the service or Redis unreachable (with "
+    "--redis-unavailable fail, sending stops: unsent requests stay unsent, not failed). Nothing "
+    "was sent that should not be; fix the cause and run again with the same --journal",
+    3: "an internal error (a bug of async-hi); the journal stays consistent: run again to resume",
+    130: "interrupted by Ctrl-C, at any phase: calls in flight finished and journaled (a second "
+    "Ctrl-C abandons them to the next run's reconcile); run again with the same --journal",
+}
+
+
+def exit_codes_help() -> str:
+    """The exit-code table as plain text, for ``--help``."""
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
 
 #: failures and invalid lines listed in a summary, at most (the counts are always complete)
 MAX_LISTED = 50
@@ -148,6 +169,10 @@ class JobSummary:
     elapsed_seconds: float = 0.0
     interrupted: bool = False
     dry_run: bool = False
+    #: why the job could not start or could not go on (PHI-free); None when it ran to its end
+    error: str | None = None
+    #: the error was a bug of async-hi, not of the input or the environment
+    internal_error: bool = False
     #: (line, image set id, reason code)
     failures: list[tuple[int, str, str]] = field(default_factory=list)
     #: (line, problem)
@@ -155,9 +180,13 @@ class JobSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 all applied (or applied before); 1 failures or invalid lines; 130 interrupted."""
+        """See :data:`EXIT_CODES`."""
         if self.interrupted:
             return 130
+        if self.internal_error:
+            return 3
+        if self.error is not None:
+            return 2
         if self.failed or self.invalid_lines or self.previously_failed or self.cancelled:
             return 1
         return 0
@@ -171,10 +200,12 @@ class JobSummary:
 
 
 def print_summary(summary: JobSummary, *, as_json: bool, out: IO[str] | None = None) -> None:
-    """The summary table (or one JSON object) on stdout."""
+    """The summary table (or one JSON object, on one line) on stdout."""
     if as_json:
-        print(json.dumps(summary.to_json()), file=out)
+        print(json.dumps(summary.to_json()), file=out, flush=True)
         return
+    if summary.error is not None and not summary.requests and not summary.interrupted:
+        return  # nothing ran: the one message on stderr says it all
     console = Console(file=out) if out is not None else Console()
     title = "dry run (nothing sent)" if summary.dry_run else "bulk update"
     console.print(f"{title}: {summary.manifest}", highlight=False, markup=False)
@@ -214,5 +245,9 @@ def print_summary(summary: JobSummary, *, as_json: bool, out: IO[str] | None = N
     if summary.interrupted:
         console.print(
             "interrupted: calls in flight were finished and journaled; "
-            "run again with the same --journal to resume"
+            "run again with the same --journal to resume",
+            highlight=False,
+            markup=False,
         )
+    elif summary.error is not None:
+        console.print(f"stopped: {summary.error}", highlight=False, markup=False)

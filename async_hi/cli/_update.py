@@ -1,18 +1,22 @@
 """``async-hi update MANIFEST``: apply a manifest of metadata updates, resumably.
 
-Exit codes: 0 every request applied (now or in an earlier run); 1 some
-request failed, was invalid, or was not sent; 2 the job could not start (bad
-arguments, unreadable manifest, journal locked/corrupt/mismatched, Redis
-unreachable); 130 interrupted by Ctrl-C (calls in flight finished and
-journaled: run again with the same ``--journal`` to resume).
+Exit codes: see ``EXIT_CODES`` in :mod:`async_hi.cli._progress` (printed by
+``--help`` and in the README). With ``--json`` exactly one JSON line goes to
+stdout on every path (the summary, with ``error`` and ``exit_code``), also
+when the arguments are bad, the job cannot start, Redis goes away or Ctrl-C
+comes at any phase.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 __all__ = ["add_parser", "run"]
 
@@ -34,12 +38,15 @@ def _count(text: str) -> int:
 
 
 def add_parser(sub: Any) -> None:
+    from async_hi.cli._progress import exit_codes_help
+
     p = sub.add_parser(
         "update",
         help="apply a manifest of metadata updates",
         description="Apply a JSON Lines or CSV manifest of metadata updates: rate limited, ordered per "
         "image set, coalesced, resumable with --journal.",
-        epilog="Exit codes: 0 all applied; 1 failures or invalid lines; 2 could not start; 130 interrupted.",
+        epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "manifest", type=Path, help="a .jsonl (one request a line) or .csv manifest; see the README"
@@ -111,31 +118,39 @@ def _limiting(args: argparse.Namespace) -> dict[str, Any]:
     return {"limiter": RedisLimiter(args.redis, config)}
 
 
-async def _main(args: argparse.Namespace) -> Any:
+async def _main(args: argparse.Namespace, summary: Any) -> None:
+    from async_hi.cli._job import Interrupts
+    from async_hi.cli._progress import Progress, Snapshot
+
+    progress = Progress(Snapshot, enabled=not (args.json or args.no_progress))
+    interrupts = Interrupts(summary, progress)
+    await interrupts.guard(lambda: _job(args, summary, progress, interrupts))
+
+
+async def _job(args: argparse.Namespace, summary: Any, progress: Any, interrupts: Any) -> None:
     from aiobotocore.session import AioSession
 
     from async_hi._client import HealthImagingClient
     from async_hi._redis_limiter import RedisUnavailableError
     from async_hi.cli._job import run_job
-    from async_hi.cli._progress import Progress, Snapshot
 
     limiting = _limiting(args)
     limiter = limiting.get("limiter")
-    if limiter is not None and args.redis_unavailable == "fail":
-        try:
-            await limiter.redis.ping()
-        except Exception as exc:
-            await limiter.aclose()
-            raise RedisUnavailableError(f"Redis at --redis is unreachable ({type(exc).__name__})") from exc
     try:
+        if limiter is not None and args.redis_unavailable == "fail":
+            try:
+                await limiter.redis.ping()
+            except Exception as exc:
+                raise RedisUnavailableError(
+                    f"Redis at --redis is unreachable ({type(exc).__name__}); nothing was sent"
+                ) from exc
         async with HealthImagingClient(
             region=args.region,
             endpoint_url=args.endpoint_url,
             session=AioSession(profile=args.profile) if args.profile else None,
             **limiting,
         ) as client:
-            progress = Progress(Snapshot, enabled=not (args.json or args.no_progress))
-            return await run_job(
+            await run_job(
                 args.manifest,
                 client,
                 concurrency=args.concurrency,
@@ -146,31 +161,59 @@ async def _main(args: argparse.Namespace) -> Any:
                 accept_changed_manifest=args.accept_changed_manifest,
                 stop_on_error=args.stop_on_error,
                 progress=progress,
+                summary=summary,
+                interrupts=interrupts,
             )
     finally:
         if limiter is not None:
-            await limiter.aclose()
+            with anyio.CancelScope(shield=True):
+                await limiter.aclose()
 
 
 def run(args: argparse.Namespace) -> int:
-    import anyio
-
-    from async_hi._journal import JournalError
-    from async_hi._redis_limiter import RedisUnavailableError
+    from async_hi._errors import HealthImagingError, LimiterUnavailableError
     from async_hi.cli._job import dry_run
-    from async_hi.cli._progress import Progress, Snapshot, print_summary
+    from async_hi.cli._progress import JobSummary, Progress, Snapshot
 
-    if not args.manifest.is_file():
-        print(f"async-hi update: no manifest file at {args.manifest}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        summary = dry_run(args.manifest, Progress(Snapshot, enabled=not args.json))
-    else:
-        try:
-            summary = anyio.run(_main, args)
-        except (JournalError, RedisUnavailableError, ValueError, OSError) as exc:
-            print(f"async-hi update: {exc}", file=sys.stderr)
-            return 2
-    print_summary(summary, as_json=args.json)
+    summary = JobSummary(manifest=args.manifest.name)
+    try:
+        if not args.manifest.is_file():
+            summary.error = f"no manifest file at {args.manifest}"
+        elif args.dry_run:
+            dry_run(args.manifest, Progress(Snapshot, enabled=not args.json), summary)
+        else:
+            anyio.run(_main, args, summary)
+    except KeyboardInterrupt:  # before the Ctrl-C handling of the job was in place, or after it
+        summary.interrupted = True
+    except LimiterUnavailableError as exc:
+        summary.error = str(exc)
+        if summary.requests:
+            summary.error += (
+                f". Sending stopped: {summary.cancelled} request(s) not sent, none marked failed; "
+                + ("run again with the same --journal to resume" if args.journal else "nothing was journaled")
+            )
+    except (HealthImagingError, ValueError, OSError) as exc:
+        summary.error = str(exc)
+    except Exception as exc:  # a bug: say so plainly (the message may quote input: left out)
+        summary.internal_error = True
+        summary.error = (
+            f"internal error ({type(exc).__name__}); the journal is consistent: run again to resume, "
+            "and please report it (ASYNC_HI_TRACEBACK=1 shows the traceback)"
+        )
+        if os.environ.get("ASYNC_HI_TRACEBACK") == "1":
+            traceback.print_exc()
+    return report(summary, as_json=args.json)
+
+
+def report(summary: Any, *, as_json: bool) -> int:
+    """The one message (stderr), the summary (stdout, one JSON line with ``--json``), the exit code."""
+    from async_hi.cli._progress import print_summary
+
+    if summary.error is not None:
+        print(f"async-hi update: {summary.error}", file=sys.stderr, flush=True)
+    try:
+        print_summary(summary, as_json=as_json)
+    except KeyboardInterrupt:
+        summary.interrupted = True
     code: int = summary.exit_code
     return code

@@ -8,6 +8,10 @@ another process or language:
 - ``POST /_emulator/datastores/{d}/imageSets`` with ``{"count", "series", "instances",
   "frames", "primary", "seed", "sameStudy"}`` (synthetic) or ``{"metadata", "primary"}``:
   ``{"imageSetIds": [...]}``
+
+Bodies are strict JSON objects: a body that is not (deeply nested, ``NaN``, a
+number out of range, a lone surrogate escape, a count out of its range) is a
+400 naming the problem, never a 500.
 - ``GET /_emulator/datastores/{d}/imageSets``: ``{"imageSetIds": [...]}``
 - ``POST /_emulator/datastores/{d}/import`` with ``{"paths": [...], "primary"?}``: imports
   DICOM P10 files the emulator can read; the import report (counts, skipped paths, ids)
@@ -23,6 +27,7 @@ import asyncio
 import collections
 import itertools
 import json
+import math
 import random
 from typing import Any
 
@@ -37,6 +42,8 @@ from async_hi.emulator._store import ApiError, ImageSet
 __all__ = ["add_admin_routes", "history", "seed_image_sets"]
 
 PREFIX = "/_emulator"
+#: image sets one seeding request may make
+MAX_SEED_COUNT = 100_000
 
 
 def _err(status: int, message: str) -> web.Response:
@@ -90,14 +97,45 @@ def history(state: State, datastore_id: str, image_set_id: str) -> list[dict[str
     ]
 
 
+class _BadBody(ValueError):
+    """A body the admin API refuses (a 400, never a 500): the message names the problem only."""
+
+
+def _constant(name: str) -> Any:
+    raise _BadBody(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadBody("a number is out of range")
+    return value
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object: strict (no NaN, no 1e400), bounded nesting, no lone surrogates."""
     raw = await request.read()
     if not raw:
         return {}
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_constant, parse_float=_finite)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be encoded
+    except RecursionError:
+        raise _BadBody("the body is nested too deeply") from None
+    except UnicodeError:
+        raise _BadBody("the body is not UTF-8 text (or holds a lone surrogate escape)") from None
+    except json.JSONDecodeError as exc:
+        raise _BadBody(f"the body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
+        raise _BadBody("the body must be a JSON object")
     return data
+
+
+def _int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _BadBody(f"{key} must be an integer from {low} to {high}")
+    return value
 
 
 async def health(request: web.Request) -> web.Response:
@@ -125,21 +163,24 @@ async def seed(request: web.Request) -> web.Response:
         if "metadata" in body:
             doc = body["metadata"]
             if not isinstance(doc, dict):
-                raise ValueError("metadata must be an object")
+                raise _BadBody("metadata must be an object")
             sets = [state.store.add_image_set(d, doc, primary=bool(body.get("primary", False)))]
         else:
+            seed = body.get("seed")
+            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                raise _BadBody("seed must be an integer")
             sets = seed_image_sets(
                 state,
                 d,
-                count=int(body.get("count", 1)),
-                series=int(body.get("series", 2)),
-                instances=int(body.get("instances", 3)),
-                frames=int(body.get("frames", 1)),
+                count=_int(body, "count", 1, 1, MAX_SEED_COUNT),
+                series=_int(body, "series", 2, 1, 1000),
+                instances=_int(body, "instances", 3, 1, 10_000),
+                frames=_int(body, "frames", 1, 1, 10_000),
                 primary=bool(body.get("primary", False)),
-                seed=body.get("seed"),
+                seed=seed,
                 same_study=bool(body.get("sameStudy", False)),
             )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # ours: they name the problem, never a value
         return _err(400, str(exc))
     return web.json_response({"imageSetIds": [s.image_set_id for s in sets]}, status=201)
 

@@ -148,9 +148,17 @@ def _reject_constant(name: str) -> Any:
 
 def _parse_json(raw: bytes, what: str) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError("ValidationException", f"{what} is not valid JSON") from None
+    try:
+        # a "\ud800" escape decodes to a lone surrogate, which is no Unicode text: JSON leaves
+        # it undefined (RFC 8259 section 8.2) and I-JSON forbids it (RFC 7493 section 2.1); the
+        # SDK refuses to build one. Our choice: refuse it rather than store it.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError("ValidationException", f"{what} holds a lone UTF-16 surrogate escape") from None
+    return doc
 
 
 def _wire_params(request: web.Request, op: OperationModel) -> dict[str, Any]:

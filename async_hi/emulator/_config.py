@@ -12,7 +12,9 @@ __all__ = ["DEFAULT_ACCESS_KEY_ID", "DEFAULT_SECRET_ACCESS_KEY", "EmulatorConfig
 
 #: Well-known, obviously fake credentials the emulator accepts by default.
 DEFAULT_ACCESS_KEY_ID = "AKIAASYNCHIEMULATOR1"
+"""The access key id the emulator accepts unless configured otherwise (not an AWS credential)."""
 DEFAULT_SECRET_ACCESS_KEY = "async-hi-emulator-secret-key-not-for-aws"
+"""The secret key that goes with :data:`DEFAULT_ACCESS_KEY_ID`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,4 +70,5 @@ class EmulatorConfig:
 
     @property
     def secret_access_key(self) -> str:
+        """The secret key of :attr:`access_key_id`."""
         return self.credentials[self.access_key_id]

@@ -47,6 +47,7 @@ class ImportReport:
         return tuple(s.image_set_id for s in self.image_sets)
 
     def skipped_by_reason(self) -> dict[str, int]:
+        """How many files were skipped for each reason."""
         out: dict[str, int] = {}
         for s in self.skipped:
             out[s.reason] = out.get(s.reason, 0) + 1
@@ -71,6 +72,7 @@ class ImportReport:
         return out
 
     def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data (the admin API's answer); counts, ids and paths, no values."""
         return {
             "datastoreId": self.datastore_id,
             "files": self.files,

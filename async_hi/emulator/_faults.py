@@ -91,6 +91,7 @@ class FaultConfig:
 
     @property
     def active(self) -> bool:
+        """Any fault rate is above zero."""
         return any(
             getattr(self, n) > 0
             for n in ("error_rate", "throttle_rate", "slow_rate", "drop_rate", "lost_response_rate")

@@ -53,6 +53,7 @@ class EmulatorProcess:
 
     @property
     def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the emulator in the child process."""
         return str(self.info["endpoint_url"])
 
     def client_kwargs(self) -> dict[str, str]:

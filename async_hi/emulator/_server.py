@@ -17,6 +17,7 @@ from async_hi.emulator._admin import add_admin_routes, history, seed_image_sets
 from async_hi.emulator._app import RequestRecord, State, build_app, fallback_route
 from async_hi.emulator._config import EmulatorConfig
 from async_hi.emulator._dicom_import import ImportReport, add_to_store, read_dicom
+from async_hi.emulator._guard import GuardedAppRunner, install_log_guard
 from async_hi.emulator._store import ImageSet, Store
 
 if TYPE_CHECKING:
@@ -68,8 +69,10 @@ class Emulator:
         """Bind and serve; raises if the port cannot be bound."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        # request lines up to 64 KiB reach our validation (a JSON 400) instead of aiohttp's plain-text 400
-        runner = web.AppRunner(
+        # request lines up to 64 KiB reach our validation; anything aiohttp cannot parse is still an
+        # AWS-shaped JSON 400 (GuardedAppRunner), and what it logs is capped and rate-limited
+        install_log_guard()
+        runner = GuardedAppRunner(
             self.app,
             access_log=None,
             handle_signals=False,
@@ -93,6 +96,7 @@ class Emulator:
         self._runner = runner
 
     async def stop(self) -> None:
+        """Stop serving and release the port (what leaving ``async with`` does)."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -113,6 +117,7 @@ class Emulator:
 
     @property
     def port(self) -> int:
+        """The port it listens on (chosen when started); ``RuntimeError`` before that."""
         if self._port is None:
             raise RuntimeError("the emulator is not running; use 'async with Emulator() as emu'")
         return self._port
@@ -127,14 +132,17 @@ class Emulator:
 
     @property
     def region(self) -> str:
+        """The region clients must sign for."""
         return self.config.region
 
     @property
     def access_key_id(self) -> str:
+        """The access key id the emulator accepts (the first configured one)."""
         return self.config.access_key_id
 
     @property
     def secret_access_key(self) -> str:
+        """The secret key that goes with :attr:`access_key_id`."""
         return self.config.secret_access_key
 
     def client_kwargs(self) -> dict[str, str]:
@@ -158,6 +166,7 @@ class Emulator:
 
     @property
     def store(self) -> Store:
+        """The in-memory store of datastores, image sets and versions (for tests that look inside)."""
         return self.state.store
 
     @property
@@ -166,6 +175,7 @@ class Emulator:
         return list(self.state.requests)
 
     def create_datastore(self, name: str = "datastore") -> str:
+        """Create an empty ACTIVE datastore and return its id."""
         return self.store.create_datastore(name).datastore_id
 
     def seed(
@@ -227,6 +237,11 @@ class Emulator:
         return add_to_store(self.store, d, read_dicom(paths), primary=primary)
 
     def image_set(self, datastore_id: str, image_set_id: str) -> ImageSet:
+        """The store's image set (state, versions), settled if its LOCKED window has passed.
+
+        Raises:
+            ApiError: ResourceNotFoundException when there is none.
+        """
         return self.store.image_set(datastore_id, image_set_id)
 
     def history(self, datastore_id: str, image_set_id: str) -> list[dict[str, Any]]:
@@ -314,9 +329,11 @@ class EmulatorThread:
 
     @property
     def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``: give it to a client as ``endpoint_url``."""
         return self.emulator.endpoint_url
 
     def client_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``boto3.client("medical-imaging", ...)`` and friends."""
         return self.emulator.client_kwargs()
 
     def client(self, **kwargs: Any) -> HealthImagingClient:

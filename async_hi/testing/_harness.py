@@ -36,6 +36,7 @@ from aiohttp import web
 from async_hi.contract import OPERATIONS, Quota
 from async_hi.document import check_document
 from async_hi.emulator import (
+    Emulator,
     EmulatorConfig,
     EmulatorThread,
     FaultConfig,
@@ -60,6 +61,7 @@ T = TypeVar("T")
 #: so tests run at full speed until one turns a quota on; a 50 ms LOCKED window, short but
 #: long enough that two writes in a row still meet it.
 TEST_DEFAULTS: Mapping[str, Any] = {"quotas": None, "lock_seconds": 0.05}
+"""The ``EmulatorConfig`` fields tests start from: quotas off, a 50 ms LOCKED window."""
 
 
 class _Unset(enum.Enum):
@@ -115,6 +117,7 @@ class EmulatorHarness:
         self._loop_ident = self._thread.call(threading.get_ident)
 
     def stop(self) -> None:
+        """Stop the emulator and its thread (what leaving ``with`` does)."""
         self._thread.__exit__(None, None, None)
         self._loop_ident = None
 
@@ -149,24 +152,33 @@ class EmulatorHarness:
     # -- where it is and how to reach it ----------------------------------------
 
     @property
+    def emulator(self) -> Emulator:
+        """The running ``Emulator`` itself; touch its state only inside :meth:`call`."""
+        return self._thread.emulator
+
+    @property
     def config(self) -> EmulatorConfig:
         """The configuration in force now (after any :meth:`configure`)."""
         return self._thread.emulator.config
 
     @property
     def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``: give it to a client as ``endpoint_url``."""
         return self._thread.endpoint_url
 
     @property
     def region(self) -> str:
+        """The region clients must sign for."""
         return self.config.region
 
     @property
     def access_key_id(self) -> str:
+        """The access key id the emulator accepts."""
         return self.config.access_key_id
 
     @property
     def secret_access_key(self) -> str:
+        """The secret key that goes with :attr:`access_key_id`."""
         return self.config.secret_access_key
 
     def client_kwargs(self) -> dict[str, str]:
@@ -260,6 +272,7 @@ class EmulatorHarness:
         return self._datastore_id
 
     def create_datastore(self, name: str = "datastore") -> str:
+        """Create an empty ACTIVE datastore and return its id."""
         return self.call(lambda: self._thread.emulator.create_datastore(name))
 
     def seed(
@@ -278,7 +291,9 @@ class EmulatorHarness:
 
         Args:
             count: how many image sets.
-            series, instances, frames: their size.
+            series: series per image set.
+            instances: instances per series.
+            frames: frames per instance.
             primary: make them primary image sets (patient- and series-level updates refused).
             same_study: give them one StudyInstanceUID (the image sets of one study).
             seed: random seed of the metadata; by default 0, 1, 2... per call within a test,
@@ -395,7 +410,8 @@ class EmulatorHarness:
 
         Args:
             image_set_id: the image set.
-            updatable, removable: the other writer's update documents.
+            updatable: the other writer's ``updatableAttributes`` document.
+            removable: the other writer's ``removableAttributes`` document.
             after: the operation whose answer it follows (any of the four).
             force: the other writer sends ``force=true``.
         """

@@ -62,6 +62,7 @@ class Call:
 
     @classmethod
     def from_record(cls, r: RequestRecord) -> Call:
+        """Build from the emulator's own record of one request."""
         return cls(
             operation=r.operation,
             status=r.status,
@@ -139,6 +140,7 @@ class ImageSetVersion:
 
     @classmethod
     def from_version(cls, v: Version, *, state: str) -> ImageSetVersion:
+        """Build from the emulator store's version; ``state`` is the image set's state now."""
         return cls(
             version_id=str(v.version_id),
             workflow_status=v.workflow_status,

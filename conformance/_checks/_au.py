@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from conformance._checks._common import AUTH_CODES, MUST, current_version
 from conformance._context import Context, digest
-from conformance._http import Signing
+from conformance._http import Probe, Signing
 from conformance._registry import check
+
+READS = (
+    ("GetImageSet", "getImageSet"),
+    ("GetImageSetMetadata", "getImageSetMetadata"),
+    ("ListImageSetVersions", "listImageSetVersions"),
+)
 
 
 async def _refused(ctx: Context, *modes: Signing) -> None:
@@ -15,9 +21,17 @@ async def _refused(ctx: Context, *modes: Signing) -> None:
         await ctx.refused(probe, {403}, AUTH_CODES, basis="semantics")
 
 
-@check("AU01", MUST, "no Authorization header -> 403")
+@check("AU01", MUST, "no Authorization header -> 403 (the update and the three reads)")
 async def au01(ctx: Context) -> None:
     await _refused(ctx, Signing.UNSIGNED)
+    for operation, route in READS:
+        probe = Probe(
+            operation=operation,
+            label=f"{operation}, unsigned",
+            path=ctx.path(route),
+            signing=Signing.UNSIGNED,
+        )
+        await ctx.refused(probe, {403}, AUTH_CODES, basis="semantics")
 
 
 @check("AU02", MUST, "tampered signature -> 403")

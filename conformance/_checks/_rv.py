@@ -159,14 +159,20 @@ async def rv15(ctx: Context) -> None:
     await ctx.refused(probe, {400}, VALIDATION, basis="semantics")
 
 
-@check(
-    "RV16", MUST, "well-formed update of an image set that does not exist -> 404 ResourceNotFoundException"
-)
+@check("RV16", MUST, "update or read of an image set that does not exist -> 404 ResourceNotFoundException")
 async def rv16(ctx: Context) -> None:
-    probe = ctx.update_probe(
-        "image set that does not exist", ctx.marker_update(), version="1", i=other_id(ctx.i)
-    )
+    missing = other_id(ctx.i)
+    probe = ctx.update_probe("image set that does not exist", ctx.marker_update(), version="1", i=missing)
     await ctx.refused(probe, {404}, NOT_FOUND, basis="semantics")
+    for operation, route in (
+        ("GetImageSet", "getImageSet"),
+        ("GetImageSetMetadata", "getImageSetMetadata"),
+        ("ListImageSetVersions", "listImageSetVersions"),
+    ):
+        read = Probe(
+            operation=operation, label=f"{operation} of a missing image set", path=ctx.path(route, i=missing)
+        )
+        await ctx.refused(read, {404}, NOT_FOUND, basis="semantics")
 
 
 @check("RV17", MUST, "existing image set id under another datastore id -> 404")

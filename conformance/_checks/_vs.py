@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from conformance._checks._common import MUST
+from conformance._checks._common import MUST, SHOULD
 from conformance._context import (
     HARMLESS_ATTRIBUTE,
     NOT_FOUND,
@@ -163,6 +163,12 @@ def _list_probe(ctx: Context, page: int, token: str | None) -> Probe:
         path=ctx.path("listImageSetVersions"),
         query=query,
     )
+
+
+def _read_answers(ctx: Context) -> list[Exchange]:
+    """Every GetImageSet and ListImageSetVersions answer of the run so far."""
+    wanted = ("GetImageSet", "ListImageSetVersions")
+    return [ex for ex in ctx.session.exchanges if ex.status == 200 and ex.probe.operation in wanted]
 
 
 def _judge_own(ctx: Context, rule: str, exchanges: list[Exchange]) -> None:
@@ -318,6 +324,7 @@ async def vs09(ctx: Context) -> None:
                 ctx.fail(f"version {v} ended UPDATE_FAILED without a message")
         elif snap.workflow != "UPDATED":
             ctx.fail(f"version {v} ended with workflow status {snap.workflow}, not UPDATED or UPDATE_FAILED")
+    _judge_own(ctx, "VS09", _read_answers(ctx))
     if not ctx.failures:
         ctx.note(f"{len(versions)} versions made by the run, each settled")
 
@@ -339,5 +346,39 @@ async def vs10(ctx: Context) -> None:
     last = latest.body.get("updatedAt")
     if numbers and isinstance(last, (int, float)) and last < numbers[-1][1]:
         ctx.fail("GetImageSet's updatedAt is earlier than its newest version's")
+    _judge_own(ctx, "VS10", _read_answers(ctx))
     if len(numbers) < 2:
         ctx.note("fewer than two numeric updatedAt values to compare")
+
+
+@check(
+    "VS11",
+    SHOULD,
+    "right after an accepted update, GetImageSet and ListImageSetVersions show the new version (E8)",
+    writes=True,
+)
+async def vs11(ctx: Context) -> None:
+    before = await ctx.settled()
+    ex = await ctx.write("update, then read at once", ctx.marker_update(), before.version)
+    if ex.status != 200:
+        raise Abort(f"a valid update was not accepted ({ex.status})", ex)
+    new = _new_version(ctx, ex.json_or_none())
+    snap = await ctx.snapshot()
+    if snap.version != new:
+        ctx.fail(
+            f"GetImageSet right after the update of version {before.version} says version {snap.version}"
+        )
+    listed = await ctx.send(_list_probe(ctx, 1, None))
+    body = listed.json_or_none()
+    items = body.get("imageSetPropertiesList") if isinstance(body, dict) else None
+    first = (
+        items[0].get("versionId")
+        if isinstance(items, list) and items and isinstance(items[0], dict)
+        else None
+    )
+    if first != new:
+        ctx.fail(
+            f"ListImageSetVersions right after the update lists version {first} first, not {new}", listed
+        )
+    if not ctx.failures:
+        ctx.note(f"version {new} seen at once ({snap.state}/{snap.workflow})")
