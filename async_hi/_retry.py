@@ -10,9 +10,9 @@ earlier attempt was applied.
 
 from __future__ import annotations
 
+import contextvars
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,9 +29,15 @@ from async_hi._errors import (
 from async_hi._events import Recorder, RequestFinished, RequestStarted, Retrying, answer_request_id
 from async_hi._limiter import RateLimiter
 
-__all__ = ["Caller", "RetryPolicy", "is_retryable"]
+__all__ = ["SEND_AT", "Caller", "RetryPolicy", "is_retryable"]
 
 T = TypeVar("T")
+
+#: (operation, send time) of the request this task is sending: the client's before-send hook
+#: reads it to send at the time the limiter granted
+SEND_AT: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
+    "async_hi_send_at", default=None
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,15 +123,6 @@ class Caller:
         self.policy = policy
         self.rng = rng or random.Random()
 
-    @asynccontextmanager
-    async def slot(self, operation: str) -> AsyncIterator[None]:
-        """Hold a slot and a token of ``operation`` for one request."""
-        await self.limiter.acquire(operation)
-        try:
-            yield
-        finally:
-            self.limiter.release(operation)
-
     async def send(
         self,
         operation: str,
@@ -168,10 +165,19 @@ class Caller:
         return result
 
     async def once(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
-        """Take a slot and a token, then :meth:`send`."""
+        """Take a slot and a send time, then :meth:`send` (at that time)."""
         queued_since = self.clock.now() if self.recorder.hook is not None else None
-        async with self.slot(operation):
-            return await self.send(operation, image_set_id, fn, queued_since=queued_since)
+        at = await self.limiter.acquire(operation)
+        try:
+            if at is None:
+                return await self.send(operation, image_set_id, fn, queued_since=queued_since)
+            token = SEND_AT.set((operation, at))
+            try:
+                return await self.send(operation, image_set_id, fn, queued_since=queued_since)
+            finally:
+                SEND_AT.reset(token)
+        finally:
+            self.limiter.release(operation)
 
     async def with_retries(
         self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]
