@@ -50,7 +50,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from async_hi._coalesce import merge_updates
-from async_hi._errors import LimiterUnavailableError
+from async_hi._errors import LimiterUnavailableError, OutcomeUnknownError
 from async_hi._journal import Journal, JournalError
 from async_hi._outcomes import (
     ApplyFailedError,
@@ -392,10 +392,25 @@ class BulkRun:
                 await self._journal.failed(
                     intent, reason=reason_code(exc), keys=keys, digests=[r.digest() for _, r in batch]
                 )
-            self.stats.failed += len(batch)
+            status: OutcomeStatus = "failed"
+            if isinstance(exc, ApplyFailedError):
+                status = "update-failed"
+            elif isinstance(exc, OutcomeUnknownError):
+                status = "unknown"
+            if status == "unknown":
+                self.stats.unknown += len(batch)
+            else:
+                self.stats.failed += len(batch)
             for key, request in batch:
                 await self._emit(
-                    Outcome(index=key, request=request, status="failed", error=exc, coalesced=len(batch))
+                    Outcome(
+                        index=key,
+                        request=request,
+                        status=status,
+                        error=exc,
+                        result=getattr(exc, "result", None),
+                        coalesced=len(batch),
+                    )
                 )
             if self._stop_on_error:
                 self.stop()
@@ -405,11 +420,15 @@ class BulkRun:
         queue.version = version if isinstance(version, str) else None
         if self._journal is not None and intent is not None:
             await self._journal.applied(intent, version=queue.version)
-        self.stats.applied += len(batch)
+        done = _done_status(result)
+        if done == "dropped":
+            self.stats.dropped += len(batch)
+        else:
+            self.stats.applied += len(batch)
         self.stats.saved += len(batch) - 1
         for key, request in batch:
             await self._emit(
-                Outcome(index=key, request=request, status="applied", result=result, coalesced=len(batch))
+                Outcome(index=key, request=request, status=done, result=result, coalesced=len(batch))
             )
 
     async def _halt(self, exc: LimiterUnavailableError, batch: list[tuple[int, MetadataUpdate]]) -> None:
@@ -422,6 +441,14 @@ class BulkRun:
             await self._emit(
                 Outcome(index=key, request=request, status="cancelled", error=exc, coalesced=len(batch))
             )
+
+
+def _done_status(result: Any) -> OutcomeStatus:
+    """The client's word for a call that returned (a result without one was applied)."""
+    outcome = getattr(result, "outcome", "applied")
+    if outcome == "already-applied":
+        return "already-applied"
+    return "dropped" if outcome == "dropped" else "applied"
 
 
 def _keyed(item: Item, position: int) -> tuple[int, MetadataUpdate]:

@@ -14,6 +14,7 @@ import dataclasses
 import gzip
 import json
 import random
+import sys
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -43,6 +44,29 @@ _UPDATE = "UpdateImageSetMetadata"
 Transport = Literal["aiohttp", "httpx"]
 
 
+def _running_trio() -> bool:
+    trio = sys.modules.get("trio")  # never imported here: a trio program has imported it
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _choose_transport(requested: Transport | None) -> Transport:
+    """httpx under trio, aiohttp otherwise; aiohttp under trio fails here, not on every request."""
+    if _running_trio():
+        if requested == "aiohttp":
+            raise RuntimeError(
+                "transport='aiohttp' cannot run under trio (aiohttp needs asyncio); "
+                "use transport='httpx', or leave transport unset to have it chosen"
+            )
+        return "httpx"
+    return requested or "aiohttp"
+
+
 class HealthImagingClient:
     """An asynchronous AWS HealthImaging client for metadata updates (use with ``async with``).
 
@@ -55,7 +79,9 @@ class HealthImagingClient:
         aws_secret_access_key: see ``aws_access_key_id``.
         aws_session_token: see ``aws_access_key_id``.
         session: an ``AioSession`` to create the client from (profiles, custom config).
-        transport: ``"aiohttp"`` (default) or ``"httpx"`` (also runs under trio, mockable with respx).
+        transport: ``"aiohttp"`` or ``"httpx"`` (also runs under trio, mockable with respx);
+            None (the default) picks httpx under trio and aiohttp otherwise, when the
+            client is opened. aiohttp under trio is refused at once (it needs asyncio).
         limiter: a shared :class:`RateLimiter`; by default a :class:`TokenBucketLimiter`
             for this client, built from ``limiter_config``.
         limiter_config: quotas and adaptive settings of the default limiter.
@@ -83,7 +109,7 @@ class HealthImagingClient:
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
         session: AioSession | None = None,
-        transport: Transport = "aiohttp",
+        transport: Transport | None = None,
         limiter: RateLimiter | None = None,
         limiter_config: LimiterConfig | None = None,
         retry: RetryPolicy | None = None,
@@ -94,13 +120,15 @@ class HealthImagingClient:
         max_pool_connections: int = 32,
         rng: random.Random | None = None,
     ) -> None:
-        if transport not in ("aiohttp", "httpx"):
-            raise ValueError(f"transport must be 'aiohttp' or 'httpx', got {transport!r}")
+        if transport not in (None, "aiohttp", "httpx"):
+            raise ValueError(f"transport must be 'aiohttp', 'httpx' or None, got {transport!r}")
         if limiter is not None and limiter_config is not None:
             raise ValueError("give either limiter or limiter_config, not both")
         self.region = region
         self.endpoint_url = endpoint_url
-        self.transport = transport
+        self._requested_transport = transport
+        #: the transport in use (chosen when the client opens if none was asked for)
+        self.transport: Transport | None = transport
         self._credentials = {
             "aws_access_key_id": aws_access_key_id,
             "aws_secret_access_key": aws_secret_access_key,
@@ -151,6 +179,7 @@ class HealthImagingClient:
     async def __aenter__(self) -> HealthImagingClient:
         if self._raw is not None:
             raise RuntimeError("the client is already open")
+        self.transport = _choose_transport(self._requested_transport)
         session = self._session or get_session()
         stack = contextlib.AsyncExitStack()
         try:
@@ -219,13 +248,17 @@ class HealthImagingClient:
     # -- the one error boundary ----------------------------------------------
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        mapped: BaseException | None = None
         try:
             r = await fn()
         except Exception as exc:
             mapped = map_error(exc, operation)
             if mapped is None or mapped is exc:
                 raise
-            raise mapped from exc
+        if mapped is not None:
+            # outside the except block, and from None: botocore's exception (whose text may quote
+            # request content) is neither chained nor kept as context; what is useful is on ``mapped``
+            raise mapped from None
         if self._recorder.hook is not None:
             self._note_request_id(r)
         return r

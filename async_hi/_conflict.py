@@ -56,7 +56,7 @@ from async_hi._errors import (
 from async_hi._events import Retrying, UpdateFinished, UpdateStarted, Waiting
 from async_hi._results import ImageSetInfo, UpdateOutcome, UpdateResult
 from async_hi._retry import Caller, RetryPolicy
-from async_hi._updates import MetadataUpdate
+from async_hi._updates import InvalidUpdateError, MetadataUpdate
 from async_hi.document import apply_update
 
 __all__ = ["Budget", "Rebase", "UpdateOps", "resolve_update", "wait_until_applied"]
@@ -262,6 +262,7 @@ async def resolve_update(
         base = version_hint
     outcome: UpdateOutcome = "applied"
     conflict_at: str | None = None
+    read_at: str | None = None  # the version the last GetImageSet found
     try:
         while True:
             budget.check_time()
@@ -272,6 +273,7 @@ async def resolve_update(
                 if info.deleted:
                     raise budget.fail(ImageSetDeletedError, "the image set is DELETED")
                 base = info.version_id
+                read_at = base
                 if base == conflict_at:
                     # refused, yet nothing moved and nothing is locked: do not spin
                     await _backoff(caller, i, budget, budget.last_error)
@@ -292,6 +294,15 @@ async def resolve_update(
                     return _result(d, i, info, outcome=outcome, budget=budget, base=base)
                 current = rebased
             computed_at = base
+            target = current.revert_to_version_id
+            if target is not None and int(target) > int(base):
+                if read_at != base:  # an unread version (a hint, or read_before_write off): look first
+                    base = None
+                    continue
+                # the read just said so: refuse it here rather than spend a write to hear it
+                raise InvalidUpdateError(
+                    [f"revert_to_version_id {target} does not exist: the image set is at version {base}"]
+                )
             if budget.attempts >= caller.policy.max_attempts:
                 raise budget.fail(RetriesExhaustedError, "write attempts exhausted")
             budget.attempts += 1
@@ -362,12 +373,14 @@ async def _finish(
             workflow_status=info.workflow_status,
             updated_at=info.updated_at or result.updated_at,
             message=info.message,
+            # a failed apply is never called applied
+            outcome="update-failed" if info.workflow_status == "UPDATE_FAILED" else result.outcome,
         )
     caller.recorder.emit(
         UpdateFinished(
             result.image_set_id,
             result.latest_version_id,
-            "update-failed" if result.failed else result.outcome,
+            result.outcome,
             budget.attempts,
             caller.clock.now() - budget.start,
         )

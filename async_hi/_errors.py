@@ -34,15 +34,18 @@ The bulk errors live beside the code that raises them (``_outcomes``, ``_manifes
 ``_journal``, ``_reconcile``, ``_redis_limiter``).
 
 :func:`map_error` is the only place botocore, aiohttp and httpx exceptions are
-turned into this tree (raised ``from`` the original). Messages carry codes,
-statuses, operation names and ids, never attribute values; the service's own
-message text is kept in ``ServiceError.service_message`` and left out of
-``str()`` because a service may echo request content in it.
+turned into this tree, and the client raises the result ``from None``: the
+original exception (botocore's ``ClientError`` prints the service's message,
+which may echo request content) is neither chained nor printed by
+``logging.exception()``. Messages carry codes, statuses, operation names, ids
+and the service's reason with quoted values redacted (:func:`redact`), never
+attribute values; the full message text is kept in ``ServiceError.service_message``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -74,6 +77,7 @@ __all__ = [
     "ValidationError",
     "error_class",
     "map_error",
+    "redact",
 ]
 
 
@@ -90,7 +94,8 @@ class ServiceError(HealthImagingError):
         operation: the operation called.
         request_id: the service's request id, if any.
         retry_after: seconds from ``Retry-After`` / ``x-amz-retry-after``, if any.
-        service_message: the service's message text (may echo request content; not in ``str()``).
+        service_message: the service's message text, in full (it may echo request content);
+            ``str()`` carries it with quoted values redacted (see :func:`redact`).
     """
 
     def __init__(
@@ -110,7 +115,8 @@ class ServiceError(HealthImagingError):
         self.retry_after = retry_after
         self.service_message = service_message
         rid = f", request id {request_id}" if request_id else ""
-        super().__init__(f"{operation}: {code} (HTTP {status}{rid})")
+        reason = f": {redact(service_message)}" if service_message else ""
+        super().__init__(f"{operation}: {code} (HTTP {status}{rid}){reason}")
 
 
 class AccessDeniedError(ServiceError):
@@ -224,6 +230,28 @@ class LimiterUnavailableError(HealthImagingError, ConnectionError):
     sending, leaves every unsent request unsent (resumable as it is) and the
     calls it interrupted open in the journal, and re-raises it on exit.
     """
+
+
+#: the longest service reason ``str()`` carries; the rest is cut (the full text is on the attribute)
+MAX_REASON_CHARS = 300
+_QUOTED = re.compile(r"""'[^'\n]*'|"[^"\n]*"|`[^`\n]*`|‘[^’\n]*’|“[^”\n]*”""")
+
+
+#: unquoted words that look like DICOM values rather than prose: person names (``^``), escapes,
+#: ``key=value`` pairs, e-mail-like words, UIDs and other long dotted numbers
+_VALUE_LIKE = re.compile(r"[\^\\=@]|^[0-9]+(\.[0-9]+){3,}")
+
+
+def redact(message: str, *, limit: int = MAX_REASON_CHARS) -> str:
+    """A service message fit for ``str()`` and logs: quoted values replaced by ``'…'``, one line, cut short.
+
+    A service may quote what it was sent (``Invalid value 'DOE^JANE' for PatientName``);
+    what it says around the quotes is the reason a user needs. Unquoted words
+    that look like values (``DOE^JANE``, a UID) are replaced by ``…`` too.
+    """
+    text = _QUOTED.sub(lambda m: m.group(0)[0] + "…" + m.group(0)[-1], message)
+    text = " ".join("…" if _VALUE_LIKE.search(word) else word for word in text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _BY_CODE: dict[str, type[ServiceError]] = {

@@ -60,6 +60,7 @@ from typing import IO, Any, NamedTuple
 
 from async_hi._errors import HealthImagingError
 from async_hi._updates import InvalidUpdateError, MetadataUpdate
+from async_hi.document import key_label
 
 __all__ = [
     "MAX_GROUP_ROWS",
@@ -128,11 +129,9 @@ def _rebuild_error(line: int, problem: str, source: str, last_line: int | None) 
     return ManifestError(line, problem, source=source, last_line=last_line)
 
 
-def _key_name(key: object) -> str:
-    # a key is user text; show it only when it looks like an identifier
-    return (
-        repr(key) if isinstance(key, str) and key.isidentifier() and len(key) <= 64 else "(a non-keyword key)"
-    )
+def _key_name(key: object, known: tuple[str, ...]) -> str:
+    # a key is user text (maybe a value in the wrong place): a digest, never the text
+    return key_label(key, known)
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
@@ -236,7 +235,7 @@ def _jsonl_update(raw: bytes) -> MetadataUpdate:
         raise _Bad(f"expected a JSON object, got {type(obj).__name__}")
     unknown = [k for k in obj if k not in _JSONL_KEYS]
     if unknown:
-        names = ", ".join(_key_name(k) for k in unknown)
+        names = ", ".join(_key_name(k, tuple(_JSONL_KEYS)) for k in unknown)
         raise _Bad(f"unknown key(s) {names}; allowed: {', '.join(_JSONL_KEYS)}")
     for key in _BOOL_KEYS:
         if key in obj and not isinstance(obj[key], bool):
@@ -447,7 +446,8 @@ def _read_csv(stream: IO[bytes], name: str) -> Iterator[ManifestEntry | Manifest
                 if missing:
                     problem += f" missing column(s) {', '.join(missing)};"
                 if unknown:
-                    problem += f" unknown column(s) {', '.join(_key_name(c) for c in unknown)};"
+                    names = ", ".join(_key_name(c, _CSV_REQUIRED + _CSV_OPTIONAL) for c in unknown)
+                    problem += f" unknown column(s) {names};"
                 if len(set(header)) != len(header):
                     problem += " a column is repeated;"
                 problem += f" expected {','.join(_CSV_REQUIRED)}[,{','.join(_CSV_OPTIONAL)}]"

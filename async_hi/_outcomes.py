@@ -8,19 +8,40 @@ from typing import Any, Literal
 from async_hi._errors import HealthImagingError
 from async_hi._updates import InvalidUpdateError, MetadataUpdate
 
-__all__ = ["ApplyFailedError", "BulkStats", "Outcome", "OutcomeStatus", "is_rejection", "reason_code"]
+__all__ = [
+    "DONE_STATUSES",
+    "ApplyFailedError",
+    "BulkStats",
+    "Outcome",
+    "OutcomeStatus",
+    "is_rejection",
+    "reason_code",
+]
 
-OutcomeStatus = Literal["applied", "failed", "skipped", "cancelled"]
+#: What became of one request. The first four are :data:`~async_hi._results.UpdateOutcome`,
+#: the client's own words, copied from the call's result; the rest are the runner's.
+OutcomeStatus = Literal[
+    "applied",  # written (the call's result says so; a result without ``outcome`` counts as this)
+    "already-applied",  # the change is present; this run's write may or may not have made it
+    "dropped",  # the rebase function returned None: nothing to do
+    "update-failed",  # accepted, but the service could not apply it (UPDATE_FAILED): nothing changed
+    "failed",  # the call raised: refused, or a budget ran out with nothing applied (``error``)
+    "unknown",  # the call may or may not have been applied (``OutcomeUnknownError`` in ``error``)
+    "skipped",  # finished in an earlier run, per the journal (``previous`` says how)
+    "cancelled",  # not sent: the run was stopped
+]
+#: statuses after which nothing is left to do for the request
+DONE_STATUSES = frozenset({"applied", "already-applied", "dropped"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """What became of one input request.
 
-    ``status``: ``applied`` (``result`` is what ``apply`` returned, shared by
-    the requests of one coalesced call), ``failed`` (``error``), ``skipped``
-    (finished in an earlier run, per the journal; ``previous`` says how) or
-    ``cancelled`` (not sent: the run was stopped).
+    ``status`` is one of :data:`OutcomeStatus`. ``result`` is what ``apply``
+    returned (shared by the requests of one coalesced call); ``error`` the
+    exception of a ``failed``, ``update-failed`` (:class:`ApplyFailedError`) or
+    ``unknown`` request; ``previous`` the journal's word for a ``skipped`` one.
     """
 
     index: int
@@ -34,8 +55,9 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        """The request's change is in place: applied now, or skipped as applied by an earlier run."""
-        return self.status in ("applied", "skipped") and self.previous != "failed"
+        """The request's change is in place: applied now (or found present), dropped as nothing
+        to do, or skipped as applied by an earlier run."""
+        return self.status in DONE_STATUSES or (self.status == "skipped" and self.previous == "applied")
 
 
 @dataclass(slots=True)
@@ -44,8 +66,12 @@ class BulkStats:
 
     pulled: int = 0
     calls: int = 0
+    #: requests written or found present (``applied`` and ``already-applied``)
     applied: int = 0
+    dropped: int = 0
+    #: requests that failed (``failed`` and ``update-failed``)
     failed: int = 0
+    unknown: int = 0
     skipped: int = 0
     cancelled: int = 0
     #: calls saved by coalescing

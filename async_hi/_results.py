@@ -95,7 +95,18 @@ class VersionInfo:
         )
 
 
-UpdateOutcome = Literal["applied", "already-applied", "dropped"]
+#: What became of one update: the one vocabulary of direct calls and ``update_many``.
+#:
+#: - ``"applied"``: this client's write was accepted (HTTP 200) and, with ``wait=True``,
+#:   applied (``UPDATED``). Without ``wait`` the apply may still be running (``done`` is False).
+#: - ``"already-applied"``: an earlier attempt's answer was lost and the change is present in
+#:   the version that attempt would have created; this client's write may or may not be the
+#:   one that made it (only said of changes that do not depend on what they read: see
+#:   ``async_hi._conflict``).
+#: - ``"dropped"``: the rebase function returned None; nothing was written.
+#: - ``"update-failed"``: the write was accepted but the service could not apply it
+#:   (``UPDATE_FAILED``, seen with ``wait=True``); the version changed nothing. Never "applied".
+UpdateOutcome = Literal["applied", "already-applied", "dropped", "update-failed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,10 +118,8 @@ class UpdateResult:
             unchanged when ``outcome == "dropped"``).
         state, workflow_status, message: as last seen; after ``wait=True`` the
             final ones (``UPDATED`` or ``UPDATE_FAILED`` with its message).
-        outcome: ``"applied"``; ``"already-applied"`` when an earlier attempt
-            whose answer was lost turned out to have taken effect; ``"dropped"``
-            when the rebase function returned None.
-        attempts: write attempts sent; conflicts: 409 answers received.
+        outcome: see :data:`UpdateOutcome`.
+        attempts: write attempts sent; conflicts: refusals of a stale version or a LOCKED image set.
         base_version_id: the version the successful write was sent against.
     """
 

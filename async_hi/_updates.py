@@ -43,7 +43,20 @@ class InvalidUpdateError(HealthImagingError, ValueError):
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=False).encode()
+    # allow_nan=False: NaN and Infinity are not JSON, and the service refuses them
+    return json.dumps(
+        doc, separators=(",", ":"), ensure_ascii=False, sort_keys=False, allow_nan=False
+    ).encode()
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +102,8 @@ class MetadataUpdate:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not _VERSION.fullmatch(value)):
                 problems.append(f"{name} must be a decimal string")
+            elif value is not None and int(value) < 1:
+                problems.append(f"{name} must be 1 or more (versions are numbered from 1)")
         has_docs = self.updatable is not None or self.removable is not None
         if has_docs and self.revert_to_version_id is not None:
             problems.append("give either attribute documents or revert_to_version_id, not both")
@@ -105,6 +120,9 @@ class MetadataUpdate:
                 continue
             problems += check_document(doc, kind=kind, force=self.force, primary=bool(self.primary))
             if not isinstance(doc, Mapping):
+                continue
+            if _has_non_finite(doc):
+                problems.append(f"{kind}Attributes: holds NaN or Infinity, which JSON cannot carry")
                 continue
             try:
                 blob = _canonical(doc)

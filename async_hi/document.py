@@ -15,8 +15,10 @@ digest (:func:`mask_uid`).
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from async_hi.levels import (
@@ -33,6 +35,7 @@ __all__ = [
     "DocumentKind",
     "apply_update",
     "check_document",
+    "key_label",
     "mask_uid",
 ]
 
@@ -43,6 +46,25 @@ _UID_KEYS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"}
 def mask_uid(uid: str) -> str:
     """A stable short digest of a UID, safe to print."""
     return "uid#" + hashlib.sha256(uid.encode()).hexdigest()[:8]
+
+
+def key_label(key: object, known: Iterable[str] = ()) -> str:
+    """How a key nobody recognises is named in a message: as data, never in full.
+
+    An unknown key may be a value in the wrong place (swapped CSV columns) or
+    hundreds of kilobytes long, so it is shown as a short digest and its length;
+    a close match among ``known`` names (dictionary keywords, never input) is
+    suggested when the key is short.
+    """
+    if not isinstance(key, str):
+        return f"a {type(key).__name__} key"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    label = f"key#{digest} ({len(key)} characters)"
+    if len(key) <= 64:
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
+        if close:
+            label += f" (did you mean {close[0]}?)"
+    return label
 
 
 def check_document(
@@ -85,6 +107,7 @@ class _Checker:
         self.primary = primary
         self.metadata = metadata
         self.problems: list[str] = []
+        self.unknown = 0
 
     def bad(self, msg: str) -> None:
         self.problems.append(f"{self.kind}Attributes: {msg}")
@@ -96,9 +119,11 @@ class _Checker:
         return True
 
     def _keys(self, value: dict[str, Any], where: str, allowed: set[str]) -> None:
-        extra = sorted(k for k in value if k not in allowed)
+        extra = [k for k in value if k not in allowed]
         if extra:
-            names = ", ".join(k if k.isidentifier() else "(non-keyword key)" for k in extra)
+            names = ", ".join(key_label(k, allowed) for k in extra[:5])
+            if len(extra) > 5:
+                names += f" and {len(extra) - 5} more"
             self.bad(f"{where} has unexpected key(s) {names}; allowed: {', '.join(sorted(allowed))}")
 
     def document(self, doc: Any) -> None:
@@ -155,7 +180,7 @@ class _Checker:
             if vrs is not None and self._object(vrs, f"{iwhere} DICOMVRs"):
                 for tag, vr in vrs.items():
                     if not is_private_tag(tag):
-                        self.bad(f"{iwhere} DICOMVRs key {tag!r} is not a private tag")
+                        self.bad(f"{iwhere} DICOMVRs {key_label(tag)} is not a private tag")
                     elif self.kind == "updatable" and not (isinstance(vr, str) and len(vr) == 2):
                         self.bad(f"{iwhere} DICOMVRs {tag} must be a two-letter VR")
             if self.kind == "updatable":
@@ -181,7 +206,9 @@ class _Checker:
             return
         keyword = resolve_keyword(key)
         if keyword is None:
-            self.bad(f"{where}: {key!r} is not a DICOM keyword or tag")
+            self.unknown += 1  # suggestions cost milliseconds: only for the first few
+            known = _keywords() if self.unknown <= 10 else ()
+            self.bad(f"{where}: {key_label(key, known)} is not a DICOM keyword or tag")
             return
         if keyword in NEVER_UPDATABLE:
             self.bad(f"{where}: {keyword} can never be updated or removed")
@@ -208,6 +235,13 @@ class _Checker:
             self.bad(f"{where}: sequence {keyword} needs force=true")
         elif self.kind == "updatable" and isinstance(value, list) and len(value) > 1:
             self.bad(f"{where}: multi-valued {keyword} needs force=true")
+
+
+@functools.lru_cache(maxsize=1)
+def _keywords() -> tuple[str, ...]:
+    from pydicom.datadict import keyword_dict
+
+    return tuple(k for k in keyword_dict if k)
 
 
 def apply_update(

@@ -66,7 +66,7 @@ async def apply_all(
         async for o in run:
             out[o.index] = Done(
                 o.index,
-                o.status == "applied",
+                o.ok,
                 time.monotonic() - start,
                 o.result,
                 o.error,

@@ -336,7 +336,10 @@ async def test_a_result_that_says_the_apply_failed_is_a_failure() -> None:
 
     async with update_many([req(0, 0)], apply=apply) as run:
         (outcome,) = [o async for o in run]
-    assert outcome.status == "failed"
+    assert outcome.status == "update-failed"  # the client's own word for it
+    assert not outcome.ok
+    assert run.stats.failed == 1
+    assert run.stats.applied == 0
     assert isinstance(outcome.error, ApplyFailedError)
     assert "UPDATE_FAILED" in str(outcome.error)
     assert "SECRET" not in str(outcome.error)

@@ -190,3 +190,24 @@ async def test_a_failing_event_hook_never_breaks_a_call(caplog: pytest.LogCaptur
     rec.emit(RequestFinished("GetImageSet", None, "ok", 200, 0.1))
     assert rec.snapshot({})["GetImageSet"].calls == 1
     assert "on_event hook raised" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("message", "kept", "gone"),
+    [
+        ("Invalid value 'DOE^JANE' for PatientName", "Invalid value '…' for PatientName", "DOE"),
+        ('StudyDescription "CHEST  " exceeds 64', 'StudyDescription "…" exceeds 64', "CHEST"),
+        ("unknown series 1.2.840.113619.2.55.3 in image set", "unknown series … in image set", "113619"),
+        ("name DOE^JANE is not valid", "name … is not valid", "JANE"),
+        ("x" * 1000, "xxx…", "x" * 300),
+    ],
+)
+def test_redact_keeps_the_reason_and_drops_what_looks_like_a_value(
+    message: str, kept: str, gone: str
+) -> None:
+    from async_hi._errors import redact
+
+    out = redact(message)
+    assert kept in out
+    assert gone not in out
+    assert len(out) <= 300

@@ -20,8 +20,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from async_hi import Quota, UpdateBuilder
-from async_hi.emulator import FaultConfig, pydicom_test_data_paths
-from async_hi.testing import Call, EmulatorHarness, ImageSetVersion, emulator
+from async_hi.emulator import EmulatorConfig, FaultConfig, pydicom_test_data_paths
+from async_hi.testing import TEST_DEFAULTS, Call, EmulatorHarness, ImageSetVersion, emulator
 
 UPD = "UpdateImageSetMetadata"
 GET = "GetImageSet"
@@ -382,3 +382,23 @@ async def test_async_fixtures_under_anyio(
     got = await hi_aioboto.get_image_set(datastoreId=d, imageSetId=i)
     assert got["versionId"] == "2"
     assert hi_emulator.calls(UPD, status=200) == 1
+
+
+@pytest.mark.skipif(
+    not hasattr(EmulatorConfig(), "stale_version_error"),
+    reason="the emulator has no stale-version mode yet (#10)",
+)
+def test_the_stale_version_answer_is_a_knob(hi_emulator: EmulatorHarness, hi_boto3: Any) -> None:
+    i = hi_emulator.seed(1).image_set_ids[0]
+    d = hi_emulator.datastore_id
+    update(hi_boto3, d, i, "1", "FIRST")
+    hi_emulator.settle()
+    answers = []
+    for mode in ("conflict", "not-found"):
+        hi_emulator.configure(stale_version_error=mode)
+        with pytest.raises(ClientError) as stale:
+            update(hi_boto3, d, i, "1", "STALE")
+        answers.append((error_code(stale), stale.value.response["ResponseMetadata"]["HTTPStatusCode"]))
+    assert answers == [("ConflictException", 409), ("ResourceNotFoundException", 404)]
+    hi_emulator.reset()
+    assert hi_emulator.config == EmulatorConfig(**TEST_DEFAULTS)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from typing import Any
 
 from async_hi.contract import DEFAULT_QUOTAS, OPERATIONS, Quota
 
-__all__ = ["add_parser", "parse_quota", "run"]
+__all__ = ["add_parser", "command_env", "parse_quota", "run"]
 
 
 def parse_quota(text: str) -> tuple[str, Quota]:
@@ -94,7 +95,49 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--fault-slow", type=_rate, default=0.0, dest="slow_rate")
     g.add_argument("--slow-seconds", type=float, default=1.0)
     p.add_argument("--json", action="store_true", help="print the endpoint and ids as one JSON line")
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="run COMMAND with the emulator in its environment (HI_ENDPOINT_URL, HI_DATASTORE_ID, "
+        "HI_IMAGE_SET_IDS, AWS_ENDPOINT_URL_MEDICAL_IMAGING, AWS_DISABLE_HOST_PREFIX_INJECTION, the "
+        "region and credentials), then stop and exit with its status: a test run of another language",
+    )
     p.set_defaults(run=run)
+
+
+def command_env(info: dict[str, Any]) -> dict[str, str]:
+    """The environment a command run by ``async-hi emulator -- COMMAND`` gets on top of ours."""
+    ids = info["image_set_ids"] or []
+    return {
+        "HI_ENDPOINT_URL": info["endpoint_url"],
+        "HI_DATASTORE_ID": info["datastore_id"] or "",
+        "HI_IMAGE_SET_IDS": ",".join(ids),
+        "AWS_ENDPOINT_URL_MEDICAL_IMAGING": info["endpoint_url"],
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+        "AWS_REGION": info["region"],
+        "AWS_DEFAULT_REGION": info["region"],
+        "AWS_ACCESS_KEY_ID": info["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": info["aws_secret_access_key"],
+    }
+
+
+async def _run_command(command: list[str], info: dict[str, Any], stop: asyncio.Event) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    env.update(command_env(info))
+    try:
+        proc = await asyncio.create_subprocess_exec(*command, env=env)
+    except OSError as exc:
+        print(f"async-hi emulator: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+    finished = asyncio.ensure_future(proc.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not finished.done():  # Ctrl-C or SIGTERM: pass it on, then wait for the command
+        proc.terminate()
+        await finished
+    stopped.cancel()
+    return proc.returncode if proc.returncode is not None else 1
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -143,6 +186,7 @@ async def _serve(args: argparse.Namespace) -> int:
             if args.import_paths
             else None
         )
+        emu.set_baseline()  # POST /_emulator/reset comes back to these image sets
         datastore_id = seeded.datastore_id if seeded else (report.datastore_id if report else None)
         ids = list(seeded.image_set_ids if seeded else ()) + list(report.image_set_ids if report else ())
         info: dict[str, Any] = {
@@ -155,6 +199,12 @@ async def _serve(args: argparse.Namespace) -> int:
         }
         if report is not None:
             info["import"] = report.to_json()
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if command:
+            if args.json:
+                print(json.dumps(info), flush=True)
+            print(f"async-hi emulator on {emu.endpoint_url}; running {command[0]}", file=sys.stderr)
+            return await _run_command(command, info, stop)
         if args.json:
             print(json.dumps(info), flush=True)
         else:

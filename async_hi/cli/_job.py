@@ -206,8 +206,8 @@ class _Job:
         op = self.client.stats()[_OP]
         s = self.bulk.stats if self.bulk is not None else None
         return Snapshot(
-            done=summary.applied + summary.skipped + summary.previously_failed + summary.failed,
-            failed=summary.failed,
+            done=summary.requests - summary.cancelled,
+            failed=summary.failed + summary.unknown,
             total=self.total,
             in_flight=s.in_flight if s else 0,
             throttles=op.throttles,
@@ -316,8 +316,11 @@ class _Job:
 
 def _count(summary: JobSummary, outcome: Any) -> None:
     summary.requests += 1
-    if outcome.status == "applied":
+    if outcome.status in ("applied", "already-applied"):
         summary.applied += 1
+        summary.already_applied += outcome.status == "already-applied"
+    elif outcome.status == "dropped":
+        summary.dropped += 1
     elif outcome.status == "skipped":
         if outcome.previous == "failed":
             summary.previously_failed += 1
@@ -325,8 +328,11 @@ def _count(summary: JobSummary, outcome: Any) -> None:
             summary.skipped += 1
     elif outcome.status == "cancelled":
         summary.cancelled += 1
-    else:
-        summary.failed += 1
+    else:  # failed, update-failed, unknown
+        if outcome.status == "unknown":
+            summary.unknown += 1
+        else:
+            summary.failed += 1
         if len(summary.failures) < MAX_LISTED:
             summary.failures.append((outcome.index, outcome.request.image_set_id, reason_code(outcome.error)))
 

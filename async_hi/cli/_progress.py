@@ -155,9 +155,15 @@ class JobSummary:
     manifest: str
     requests: int = 0
     applied: int = 0
+    #: of ``applied``: found present after a lost answer (``already-applied``)
+    already_applied: int = 0
+    #: the rebase function had nothing left to do
+    dropped: int = 0
     skipped: int = 0
     previously_failed: int = 0
     failed: int = 0
+    #: may or may not have been applied (``OutcomeUnknownError``): look at the image set's history
+    unknown: int = 0
     cancelled: int = 0
     invalid_lines: int = 0
     calls: int = 0
@@ -187,7 +193,7 @@ class JobSummary:
             return 3
         if self.error is not None:
             return 2
-        if self.failed or self.invalid_lines or self.previously_failed or self.cancelled:
+        if self.failed or self.unknown or self.invalid_lines or self.previously_failed or self.cancelled:
             return 1
         return 0
 
@@ -219,9 +225,12 @@ def print_summary(summary: JobSummary, *, as_json: bool, out: IO[str] | None = N
         rate = summary.applied / summary.elapsed_seconds if summary.elapsed_seconds > 0 else 0.0
         rows += [
             ("applied", summary.applied),
+            ("  of which found already applied", summary.already_applied),
+            ("nothing to do (rebase)", summary.dropped),
             ("already done (journal)", summary.skipped),
             ("failed earlier (journal)", summary.previously_failed),
             ("failed", summary.failed),
+            ("outcome unknown", summary.unknown),
             ("not sent (stopped)", summary.cancelled),
             ("invalid lines", summary.invalid_lines),
             ("calls", summary.calls),
@@ -239,7 +248,8 @@ def print_summary(summary: JobSummary, *, as_json: bool, out: IO[str] | None = N
         table.add_row(name, str(value))
     console.print(table)
     for n, iset, reason in summary.failures[:MAX_LISTED]:
-        console.print(f"failed: line {n}, image set {iset}: {reason}", highlight=False, markup=False)
+        word = "unknown" if reason == "OutcomeUnknownError" else "failed"
+        console.print(f"{word}: line {n}, image set {iset}: {reason}", highlight=False, markup=False)
     for n, problem in summary.invalid[:MAX_LISTED]:
         console.print(f"invalid: line {n}: {problem}", highlight=False, markup=False)
     if summary.interrupted:

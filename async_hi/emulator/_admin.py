@@ -19,6 +19,12 @@ number out of range, a lone surrogate escape, a count out of its range) is a
 - ``POST /_emulator/datastores/{d}/imageSets/{i}/failNextApply`` with ``{"message"?}``:
   the next accepted update ends UPDATE_FAILED
 - ``GET /_emulator/stats``: requests per operation and status, faults drawn
+- ``POST /_emulator/reset``: back to the start (the image sets seeded at start, an empty
+  call log, the starting configuration): a test suite's per-test reset
+- ``POST /_emulator/settle`` with ``{"imageSetIds"?}``: ends every open apply window now,
+  ``{"settled": n}``
+- ``GET /_emulator/calls?operation=&status=``: the call log, ``{"calls": [{"operation",
+  "status", "errorType", "params", "updated", "removed", ...}]}`` (no attribute values)
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from async_hi import contract
-from async_hi.emulator._app import STATE_KEY, State
+from async_hi.emulator._app import STATE_KEY, State, call_json
 from async_hi.emulator._dicom_import import add_to_store, read_dicom
 from async_hi.emulator._seed import synthetic_metadata
 from async_hi.emulator._store import ApiError, ImageSet
@@ -251,6 +257,36 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"requests": dict(per), "faults": state.faults.counts})
 
 
+async def reset(request: web.Request) -> web.Response:
+    """Back to the start: the baseline's image sets, an empty call log, the starting configuration."""
+    request.app[STATE_KEY].reset()
+    return web.json_response({"ok": True})
+
+
+async def settle(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        body = await _json_body(request)
+    except ValueError as exc:
+        return _err(400, f"bad JSON: {exc}")
+    ids = body.get("imageSetIds")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        return _err(400, "imageSetIds must be a list of strings")
+    return web.json_response({"settled": state.store.settle_all(None if ids is None else frozenset(ids))})
+
+
+async def calls(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    q = request.rel_url.query
+    operation, status = q.get("operation"), q.get("status")
+    out = [
+        call_json(r)
+        for r in state.requests
+        if (operation is None or r.operation == operation) and (status is None or str(r.status) == status)
+    ]
+    return web.json_response({"calls": out})
+
+
 def add_admin_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(f"{PREFIX}/health", health)
@@ -261,3 +297,6 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/history", get_history)
     r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/failNextApply", fail_next_apply)
     r.add_get(f"{PREFIX}/stats", stats)
+    r.add_post(f"{PREFIX}/reset", reset)
+    r.add_post(f"{PREFIX}/settle", settle)
+    r.add_get(f"{PREFIX}/calls", calls)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import collections
 import contextvars
+import copy
 import gzip
 import hashlib
 import json
@@ -29,9 +30,9 @@ from async_hi import contract
 from async_hi.emulator._config import EmulatorConfig
 from async_hi.emulator._faults import FaultInjector, Throttle
 from async_hi.emulator._sigv4 import SigV4Error, verify
-from async_hi.emulator._store import ApiError, ImageSet, Store, Version
+from async_hi.emulator._store import ApiError, Datastore, ImageSet, Store, Version
 
-__all__ = ["RequestRecord", "State", "attribute_names", "build_app"]
+__all__ = ["RequestRecord", "State", "attribute_names", "build_app", "call_json"]
 
 _ROUTES = {
     "updateImageSetMetadata": "UpdateImageSetMetadata",
@@ -103,11 +104,31 @@ class RequestRecord:
     documents: Mapping[str, Any] | None = None
 
 
+def call_json(r: RequestRecord) -> dict[str, Any]:
+    """A logged request as JSON (the admin API's call log): no attribute values unless recorded."""
+    return {
+        "operation": r.operation,
+        "status": r.status,
+        "errorType": r.error_code,
+        "datastoreId": r.datastore_id,
+        "imageSetId": r.image_set_id,
+        "params": dict(r.params or {}),
+        "updated": list(r.updated),
+        "removed": list(r.removed),
+        "revertToVersionId": r.revert_to_version_id,
+        "documents": r.documents,
+        "fault": r.fault,
+        "requestId": r.request_id,
+    }
+
+
 class State:
     """Everything one running emulator holds."""
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
+        self.initial_config = config
+        self.baseline: dict[str, Datastore] = {}
         self.store = Store(lock_seconds=config.lock_seconds)
         self.throttle = Throttle(config.quotas or {})
         self.faults = FaultInjector(config.faults)
@@ -120,6 +141,20 @@ class State:
         self.store.lock_seconds = config.lock_seconds
         self.throttle = Throttle(config.quotas or {})
         self.faults = FaultInjector(config.faults)
+
+    def set_baseline(self) -> None:
+        """Make the datastores and image sets held now what :meth:`reset` returns to (a copy)."""
+        self.baseline = copy.deepcopy(self.store.datastores)
+
+    def reset(self) -> None:
+        """Back to the start: the baseline's datastores (none unless :meth:`set_baseline`), an empty
+        request log, the first configuration (fresh quota buckets and fault stream). For tests."""
+        self.store.datastores.clear()
+        if self.baseline:
+            self.store.datastores.update(copy.deepcopy(self.baseline))
+        self.requests.clear()
+        self.record_values = False
+        self.reconfigure(self.initial_config)
 
 
 class _Drop(Exception):

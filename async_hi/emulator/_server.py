@@ -54,14 +54,17 @@ class Emulator:
             config = EmulatorConfig(**overrides)
         elif overrides:
             config = dataclasses.replace(config, **overrides)
-        self.config = config
-        self._initial_config = config
         self.state = State(config)
         self.app = build_app(self.state)
         add_admin_routes(self.app)
         self.app.router.add_route("*", "/{tail:.*}", fallback_route)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The configuration in force (after any :meth:`reconfigure`)."""
+        return self.state.config
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -250,21 +253,20 @@ class Emulator:
 
     def reconfigure(self, **changes: Any) -> None:
         """Change the running emulator's config (quotas, faults, lock_seconds...)."""
-        self.config = dataclasses.replace(self.config, **changes)
-        self.state.reconfigure(self.config)
+        self.state.reconfigure(dataclasses.replace(self.config, **changes))
 
     def settle(self, image_set_ids: Iterable[str] | None = None) -> int:
         """End every open apply window now (or those of ``image_set_ids``); returns how many ended."""
         return self.store.settle_all(None if image_set_ids is None else frozenset(image_set_ids))
 
+    def set_baseline(self) -> None:
+        """Make the data held now (datastores, image sets, versions) what :meth:`reset` returns to."""
+        self.state.set_baseline()
+
     def reset(self) -> None:
-        """Back to just after start, on the same port: no datastores, an empty request log, the
-        configuration it was built with (fresh quota buckets and fault stream). For tests."""
-        self.store.datastores.clear()
-        self.state.requests.clear()
-        self.state.record_values = False
-        self.config = self._initial_config
-        self.state.reconfigure(self.config)
+        """Back to the start, on the same port: no datastores (or the baseline's), an empty request
+        log, the configuration it was built with (fresh quota buckets and fault stream). For tests."""
+        self.state.reset()
 
 
 class EmulatorThread:

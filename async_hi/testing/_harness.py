@@ -29,7 +29,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from aiohttp import web
 
@@ -136,9 +136,15 @@ class EmulatorHarness:
             return fn()
         return self._thread.call(fn)
 
+    def set_baseline(self) -> None:
+        """Make the data held now what :meth:`reset` returns to: seed or import once per session,
+        then each test starts from a fresh copy of it."""
+        self.call(self._thread.emulator.set_baseline)
+
     def reset(self) -> None:
-        """Back to just after start, on the same port: no datastores or image sets, an empty
-        call log, no pending :meth:`concurrent_update`, the configuration it was built with."""
+        """Back to the start, on the same port: no datastores or image sets (or a copy of the
+        :meth:`set_baseline` ones), an empty call log, no pending :meth:`concurrent_update`,
+        the configuration it was built with."""
 
         def go() -> None:
             self._thread.emulator.reset()
@@ -483,6 +489,8 @@ class EmulatorHarness:
         quotas: Mapping[str, Quota] | _Unset | None = _UNSET,
         lock_seconds: float | _Unset = _UNSET,
         faults: FaultConfig | _Unset | None = _UNSET,
+        stale_version_error: Literal["not-found", "conflict"] | _Unset = _UNSET,
+        not_consistent_reads: bool | _Unset = _UNSET,
         record_values: bool | _Unset = _UNSET,
         **config: Any,
     ) -> None:
@@ -495,6 +503,12 @@ class EmulatorHarness:
                 ``math.inf`` keeps it LOCKED until :meth:`settle`.
             faults: seeded fault injection (``FaultConfig(seed=..., throttle_rate=...)``);
                 None turns it off. The stream starts again from its seed.
+            stale_version_error: how a write naming a version that is not the latest is
+                refused: ``"not-found"`` (404 ResourceNotFoundException, what the real
+                service answers) or ``"conflict"`` (409 ConflictException, what the API
+                reference documents); a client must handle both.
+            not_consistent_reads: GetImageSetMetadata of a version still being applied
+                answers 409 "not consistent yet" (on by default) or the previous content.
             record_values: keep each update's decoded documents in the call log.
             config: any other ``EmulatorConfig`` field (``verify_sigv4``...).
 
@@ -508,6 +522,10 @@ class EmulatorHarness:
             changes["lock_seconds"] = lock_seconds
         if not isinstance(faults, _Unset):
             changes["faults"] = faults if faults is not None else FaultConfig()
+        if not isinstance(stale_version_error, _Unset):
+            changes["stale_version_error"] = stale_version_error
+        if not isinstance(not_consistent_reads, _Unset):
+            changes["not_consistent_reads"] = not_consistent_reads
         emulator = self._thread.emulator
         if changes:
             dataclasses.replace(emulator.config, **changes)  # validate here, in the caller's thread

@@ -12,6 +12,8 @@ Fixtures:
   (:class:`~async_hi.testing.EmulatorHarness`).
 - ``hi_emulator_config`` (session): the ``EmulatorConfig`` the session's
   emulator is built from; override it in a ``conftest.py``.
+- ``hi_emulator_session`` (session): the same emulator, not reset, for session
+  fixtures that seed once and call ``set_baseline()``.
 - ``hi_boto3``: a boto3 client; ``hi_aioboto``: an open aiobotocore client;
   ``hi_client``: an open ``HealthImagingClient``. All aimed at the emulator
   with its credentials and the ``runtime-`` host prefix off.
@@ -44,6 +46,7 @@ __all__ = [
     "hi_client",
     "hi_emulator",
     "hi_emulator_config",
+    "hi_emulator_session",
     "pytest_fixture_setup",
 ]
 
@@ -63,7 +66,9 @@ def hi_emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture(scope="session")
-def _hi_emulator_session(hi_emulator_config: EmulatorConfig) -> Iterator[EmulatorHarness]:
+def hi_emulator_session(hi_emulator_config: EmulatorConfig) -> Iterator[EmulatorHarness]:
+    """The session's emulator, not reset: for session fixtures that seed once, then
+    ``set_baseline()`` so that every test's reset starts from a fresh copy of that data."""
     from async_hi.testing._harness import EmulatorHarness
 
     with EmulatorHarness(hi_emulator_config) as emu:
@@ -71,8 +76,9 @@ def _hi_emulator_session(hi_emulator_config: EmulatorConfig) -> Iterator[Emulato
 
 
 @pytest.fixture
-def hi_emulator(_hi_emulator_session: EmulatorHarness) -> EmulatorHarness:
-    """A running HealthImaging emulator, as new: one per session, reset before each test.
+def hi_emulator(hi_emulator_session: EmulatorHarness) -> EmulatorHarness:
+    """A running HealthImaging emulator, as new: one per session, reset before each test
+    (to no data, or to a copy of what a session fixture seeded before ``set_baseline()``).
 
     For one emulator per test (its own port), override it in a ``conftest.py``::
 
@@ -81,8 +87,8 @@ def hi_emulator(_hi_emulator_session: EmulatorHarness) -> EmulatorHarness:
             with async_hi.testing.emulator(hi_emulator_config) as emu:
                 yield emu
     """
-    _hi_emulator_session.reset()
-    return _hi_emulator_session
+    hi_emulator_session.reset()
+    return hi_emulator_session
 
 
 @pytest.fixture
