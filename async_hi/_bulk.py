@@ -6,11 +6,14 @@ The shape of a run::
       -> feeder: skip what the journal says is finished; route by image set
       -> one FIFO queue per image set with work (at most ``max_pending``
          requests held in all queues together; a full house stops the feeder)
-      -> one drain task per image set being worked on (at most ``concurrency``;
-         other queued image sets wait their turn in arrival order):
+      -> a pool of at most ``concurrency`` workers (grown on demand), each
+         draining one image set at a time; queued image sets wait their turn
+         in arrival order:
          pop the head, merge the requests queued behind it while provably
-         equivalent, journal the intent, ``await apply(update)``, journal the
-         outcome, report one Outcome per request
+         equivalent, journal the intent, ``await apply(update)`` (with the
+         version our last write to that image set created as ``version_hint``,
+         when ``apply`` takes one), journal the outcome, report one Outcome
+         per request
       -> a bounded stream of outcomes to the caller
 
 So memory is O(concurrency + max_pending), never O(input); there are never
@@ -39,7 +42,9 @@ so a re-run sends them as they are; the error is re-raised when the
 
 from __future__ import annotations
 
-from collections import deque
+import inspect
+import math
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -102,8 +107,11 @@ def update_many(
         updates: requests, each a ``MetadataUpdate`` (keyed by its position)
             or a ``(key, MetadataUpdate)`` pair such as a manifest entry (keyed
             by its line). Pulled lazily; may be infinite.
-        apply: sends one request (``client.update``); its result should carry
-            ``latest_version_id``.
+        apply: sends one request (``client.update_image_set_metadata``); its result
+            should carry ``latest_version_id``. If it takes a ``version_hint`` keyword,
+            it is given the version the image set's last write in this run created
+            (of the last few thousand image sets written), so that write goes without
+            reading the version first; a stale hint costs a refusal and a read.
         concurrency: image sets with a call in flight, at most.
         coalesce: merge requests queued for one image set where provably equivalent.
         max_pending: requests held in per-image-set queues, at most (default 4 x concurrency).
@@ -165,8 +173,17 @@ class BulkRun:
         self._split_on = split_on
         self.stats = BulkStats()
         self._queues: dict[tuple[str, str], _Queue] = {}
-        self._running = 0  # drain tasks (image sets with a call in flight or about to be)
-        self._ready: deque[tuple[str, str]] = deque()  # image sets queued, waiting for a drain
+        #: image set -> the version our last write created, for image sets whose queue emptied
+        #: (bounded: the most recently written ones)
+        self._versions: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._versions_kept = max(1024, 4 * max_pending)
+        self._hint = _takes_version_hint(apply)
+        self._hint_tries = 0
+        self._hint_misses = 0  # hinted writes that were refused (409/stale) first
+        self._workers = 0  # worker tasks started (at most concurrency)
+        self._busy = 0  # workers draining an image set
+        self._ready: MemoryObjectSendStream[tuple[str, str]] | None = None  # image sets waiting for a worker
+        self._ready_receive: MemoryObjectReceiveStream[tuple[str, str]]
         self._inner: TaskGroup | None = None
         self._room = anyio.Event()
         self._stopping = False
@@ -237,9 +254,22 @@ class BulkRun:
 
     async def _main(self) -> None:
         assert self._send is not None
+        ready, self._ready_receive = anyio.create_memory_object_stream[tuple[str, str]](math.inf)
         async with self._send, anyio.create_task_group() as tg:
             self._inner = tg
-            await self._feed(tg)
+            with ready, self._ready_receive:  # closing `ready` ends the workers once it is empty
+                self._ready = ready
+                await self._feed()
+
+    async def _worker(self, ready: MemoryObjectReceiveStream[tuple[str, str]]) -> None:
+        """Drain image sets, in the order they became ready, until there are no more."""
+        async with ready:
+            async for ident in ready:
+                self._busy += 1
+                try:
+                    await self._drain(ident, self._queues[ident])
+                finally:
+                    self._busy -= 1
 
     async def _items(self) -> AsyncGenerator[tuple[int, MetadataUpdate], None]:
         position = 0
@@ -252,7 +282,7 @@ class BulkRun:
                 yield _keyed(item, position)
                 position += 1
 
-    async def _feed(self, tg: TaskGroup) -> None:
+    async def _feed(self) -> None:
         # a request pulled but not yet queued, and what to report for it if the feeder is stopped
         held: tuple[int, MetadataUpdate] | None = None
         held_as: OutcomeStatus = "cancelled"
@@ -272,7 +302,7 @@ class BulkRun:
                             await self._report(key, update, held_as, previous=previous)
                             held = None
                             continue
-                    await self._route(tg, key, update)
+                    await self._route(key, update)
                     held = None
         except Exception as exc:  # the input failed: drain what is in flight, then re-raise it
             self._input_error = exc
@@ -294,7 +324,7 @@ class BulkRun:
         assert self._send is not None
         await self._send.send(outcome)
 
-    async def _route(self, tg: TaskGroup, key: int, update: MetadataUpdate) -> None:
+    async def _route(self, key: int, update: MetadataUpdate) -> None:
         while self.stats.pending >= self._max_pending:
             # the queues are full: stop pulling input until a drain makes room
             self._room = anyio.Event()
@@ -304,15 +334,27 @@ class BulkRun:
         if queue is not None:
             self._push(queue, key, update)
             return
-        # a new image set: queue it even when every slot is busy, so the feeder keeps
+        # a new image set: queue it even when every worker is busy, so the feeder keeps
         # pulling (and later requests for busy image sets can queue up and coalesce)
-        queue = self._queues[ident] = _Queue()
+        queue = self._queues[ident] = _Queue(version=self._versions.get(ident))
         self._push(queue, key, update)
-        if self._running < self._concurrency:
-            self._running += 1
-            tg.start_soon(self._drain, ident, queue)
-        else:
-            self._ready.append(ident)  # started, in arrival order, as drains end
+        assert self._ready is not None
+        assert self._inner is not None
+        self._ready.send_nowait(ident)  # workers take image sets in arrival order
+        waiting = self._ready.statistics().current_buffer_used
+        if self._workers < self._concurrency and self._workers - self._busy < waiting:
+            # a fixed pool, grown on demand up to `concurrency` workers (not a task per image set)
+            self._workers += 1
+            self._inner.start_soon(self._worker, self._ready_receive.clone())
+
+    def _hints_pay(self) -> bool:
+        """Whether version hints still save more than they cost.
+
+        A read costs 1/100 of a write's quota at the documented defaults; a refused hinted
+        write costs a whole write (the image set was still LOCKED applying our last write, or
+        someone else wrote). Hints stop once more than max(2, 1 in 50) of them were refused.
+        """
+        return self._hint_misses <= max(2, self._hint_tries // 50)
 
     def _push(self, queue: _Queue, key: int, update: MetadataUpdate) -> None:
         queue.items.append((key, update))
@@ -322,7 +364,6 @@ class BulkRun:
     # -- one image set ------------------------------------------------------------
 
     async def _drain(self, ident: tuple[str, str], queue: _Queue) -> None:
-        chained = False
         try:
             while queue.items and not self._stopping:
                 batch = [queue.items.popleft()]
@@ -340,16 +381,9 @@ class BulkRun:
                 key, request = queue.items.popleft()
                 self.stats.pending -= 1
                 await self._report(key, request, "cancelled")
-            if self._ready and self._inner is not None:
-                # ended normally: this slot passes to the image set queued longest
-                following = self._ready.popleft()
-                self._inner.start_soon(self._drain, following, self._queues[following])
-                chained = True
         finally:
             del self._queues[ident]
             self._room.set()
-            if not chained:
-                self._running -= 1
 
     async def _call(
         self,
@@ -374,7 +408,16 @@ class BulkRun:
                     base=base,
                 )
             self.stats.calls += 1
-            result = await self._apply(update)
+            if self._hint and queue.version is not None and self._hints_pay():
+                # the version our own last write created: written at without reading it first
+                # (a hint, not a precondition: if someone else wrote since, or the image set is
+                # still LOCKED applying our last write, the refusal costs a read)
+                self._hint_tries += 1
+                result = await self._apply(update, version_hint=queue.version)  # type: ignore[call-arg]
+                if getattr(result, "conflicts", 0):
+                    self._hint_misses += 1
+            else:
+                result = await self._apply(update)
             if getattr(result, "failed", False) is True:  # waited, and the apply failed
                 raise ApplyFailedError(result)
         except Exception as exc:
@@ -418,6 +461,11 @@ class BulkRun:
         self.stats.in_flight -= 1
         version = getattr(result, "latest_version_id", None)
         queue.version = version if isinstance(version, str) else None
+        self._versions.pop(ident, None)
+        if queue.version is not None:
+            self._versions[ident] = queue.version
+            if len(self._versions) > self._versions_kept:
+                self._versions.popitem(last=False)
         if self._journal is not None and intent is not None:
             await self._journal.applied(intent, version=queue.version)
         done = _done_status(result)
@@ -441,6 +489,14 @@ class BulkRun:
             await self._emit(
                 Outcome(index=key, request=request, status="cancelled", error=exc, coalesced=len(batch))
             )
+
+
+def _takes_version_hint(apply: Callable[..., Awaitable[Any]]) -> bool:
+    """Whether ``apply`` takes a ``version_hint`` keyword (the client's update method does)."""
+    try:
+        return "version_hint" in inspect.signature(apply).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _done_status(result: Any) -> OutcomeStatus:

@@ -9,10 +9,12 @@ only.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gzip
 import json
+import math
 import random
 import sys
 import warnings
@@ -28,9 +30,9 @@ from async_hi._clock import Clock, SystemClock
 from async_hi._conflict import Budget, Rebase, resolve_update, wait_until_applied
 from async_hi._errors import map_error
 from async_hi._events import EventHook, OperationStats, RateChanged, Recorder, answer_request_id
-from async_hi._limiter import LimiterConfig, RateLimiter, TokenBucketLimiter
+from async_hi._limiter import LimiterConfig, RateLimiter, RecentQuantile, SendSpacing, TokenBucketLimiter
 from async_hi._results import ImageSetInfo, UpdateResult, VersionInfo
-from async_hi._retry import Caller, RetryPolicy, retries_until
+from async_hi._retry import SEND_AT, Caller, RetryPolicy, retries_until
 from async_hi._updates import MetadataUpdate
 from async_hi.contract import OPERATIONS
 
@@ -41,6 +43,10 @@ __all__ = ["HealthImagingClient"]
 
 T = TypeVar("T")
 _UPDATE = "UpdateImageSetMetadata"
+#: the longest a burst-1 send is held back to line up with its granted time
+_MAX_SEND_DELAY = 0.02
+#: the longest the second send of a burst-1 operation waits for the first one's answer
+_FIRST_ANSWER_WAIT = 5.0
 Transport = Literal["aiohttp", "httpx"]
 
 
@@ -152,8 +158,14 @@ class HealthImagingClient:
         self._timeouts = (connect_timeout, read_timeout, max_pool_connections)
         self._raw: _RawClient | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._write_locks: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
-        self._last_update_send = float("-inf")
+        #: image sets with a write in progress -> None, or the writes waiting their turn (FIFO);
+        #: nothing is allocated for an image set nobody else is writing
+        self._writing: dict[tuple[str, str], collections.deque[anyio.Event] | None] = {}
+        self._gap = limiter.send_gap if isinstance(limiter, SendSpacing) else None
+        self._last_send: dict[str, float] = {}
+        self._prep: dict[str, RecentQuantile] = {}
+        #: burst-1 operations whose first request is still unanswered
+        self._opening: dict[str, anyio.Event] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -202,8 +214,8 @@ class HealthImagingClient:
             raise
         for op in OPERATIONS:  # buckets start (empty) now, not at the first call
             self.limiter.current_rate(op)
-        # the last moment before the wire: see _space_sends
-        raw.meta.events.register(f"before-send.medical-imaging.{_UPDATE}", cast(Any, self._space_sends))
+        # the last moment before the wire: see _pace_send
+        raw.meta.events.register("before-send.medical-imaging", cast(Any, self._pace_send))
         self._raw = raw
         self._stack = stack
         return self
@@ -225,25 +237,50 @@ class HealthImagingClient:
             raise RuntimeError("the client is not open; use 'async with HealthImagingClient(...) as client'")
         return self._raw
 
-    async def _space_sends(self, **kwargs: Any) -> None:
-        """Keep update *sends* at least 1/rate apart (burst-1 quotas only).
+    async def _pace_send(self, **kwargs: Any) -> None:
+        """Send a burst-1 operation's request at the time the limiter granted, and never two too close.
 
-        The token bucket spaces the grants, but botocore takes a variable 2-9 ms
-        (serialising, signing, other tasks running) between a grant and the
-        request leaving; at burst 1 the service counts arrivals, so two sends
-        closer than 1/rate are a 429 even when the grants were not. This guard
-        runs in botocore's before-send event, after signing, and waits out the
-        difference (milliseconds). Returns None, so botocore sends as usual.
+        At burst 1 the service counts *arrivals*: two requests closer than
+        1/quota are a 429 however the grants were spaced. botocore takes a
+        variable time (serialising, signing, other tasks running: about 1 ms,
+        tens under load) between the grant and the request leaving. This hook
+        runs in botocore's before-send event, after signing, and waits until
+        ``grant + D``, where D is the 90th percentile of that time over the
+        last 64 sends (at most 20 ms), so sends keep the grid's absolute
+        spacing; and until ``send_gap`` after this client's previous send of
+        the operation, so a late one never crowds the next. The first request
+        of a client opens a connection after this hook (tens of ms; a TLS
+        handshake on a real endpoint), so it can arrive much later than it
+        left here: the second send of the operation also waits for the first
+        one's answer (at most 5 s) and is spaced from that moment. Returns
+        None, so botocore sends as usual.
         """
-        lim = self.limiter
-        if not isinstance(lim, TokenBucketLimiter) or lim.config.quota(_UPDATE).burst != 1:
+        grant = SEND_AT.get()
+        if grant is None or self._gap is None:
             return
-        now = self.clock.now()
-        earliest = self._last_update_send + 1.0 / lim.current_rate(_UPDATE)
-        if now < earliest:
-            await self.clock.sleep(earliest - now)
-            now = self.clock.now()
-        self._last_update_send = now
+        op, at = grant
+        gap = self._gap(op)
+        if gap <= 0:
+            return
+        clock = self.clock
+        now = clock.now()
+        prep = self._prep.get(op)
+        if prep is None:  # the first send of op: the next one waits for its answer (see above)
+            prep = self._prep[op] = RecentQuantile(0.9)
+            self._opening[op] = anyio.Event()
+        else:
+            opening = self._opening.get(op)
+            if opening is not None:
+                with anyio.move_on_after(_FIRST_ANSWER_WAIT):
+                    await opening.wait()
+                now = clock.now()
+        prep.add(now - at)
+        target = max(at + min(prep.value, _MAX_SEND_DELAY), self._last_send.get(op, -math.inf) + gap)
+        # reserved before sleeping: a request reaching this hook meanwhile is spaced after this one
+        self._last_send[op] = max(target, now)
+        if target > now:
+            await clock.sleep(target - now)
+            self._last_send[op] = max(self._last_send[op], clock.now())
 
     # -- the one error boundary ----------------------------------------------
 
@@ -255,6 +292,12 @@ class HealthImagingClient:
             mapped = map_error(exc, operation)
             if mapped is None or mapped is exc:
                 raise
+        finally:
+            if self._opening:
+                opening = self._opening.pop(operation, None)
+                if opening is not None:  # it arrived by now: space the next send from here
+                    self._last_send[operation] = max(self._last_send[operation], self.clock.now())
+                    opening.set()
         if mapped is not None:
             # outside the except block, and from None: botocore's exception (whose text may quote
             # request content) is neither chained nor kept as context; what is useful is on ``mapped``
@@ -407,19 +450,35 @@ class HealthImagingClient:
         if not isinstance(update, MetadataUpdate):
             raise TypeError(f"update must be a MetadataUpdate, got {type(update).__name__}")
         key = (update.datastore_id, update.image_set_id)
-        lock, users = self._write_locks.get(key) or (anyio.Lock(), 0)
-        self._write_locks[key] = (lock, users + 1)
+        if key in self._writing:  # another write to this image set is in progress: queue behind it
+            waiters = self._writing[key]
+            if waiters is None:
+                waiters = self._writing[key] = collections.deque()
+            me = anyio.Event()
+            waiters.append(me)
+            try:
+                await me.wait()  # _next_writer handed the image set to us
+            except BaseException:
+                if me.is_set():
+                    self._next_writer(key)
+                else:
+                    waiters.remove(me)
+                raise
+        else:
+            self._writing[key] = None
         try:
-            async with lock:
-                return await resolve_update(
-                    update, ops=self, caller=self._caller, rebase=rebase, wait=wait, version_hint=version_hint
-                )
+            return await resolve_update(
+                update, ops=self, caller=self._caller, rebase=rebase, wait=wait, version_hint=version_hint
+            )
         finally:
-            lock, users = self._write_locks[key]
-            if users <= 1:
-                del self._write_locks[key]
-            else:
-                self._write_locks[key] = (lock, users - 1)
+            self._next_writer(key)
+
+    def _next_writer(self, key: tuple[str, str]) -> None:
+        waiters = self._writing.get(key)
+        if waiters:
+            waiters.popleft().set()  # the image set passes straight to the next write
+        else:
+            del self._writing[key]
 
     async def wait_until_applied(
         self, datastore_id: str, image_set_id: str, version_id: str, *, deadline: float | None = None

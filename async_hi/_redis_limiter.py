@@ -2,24 +2,36 @@
 
 Several processes (or replicas) updating one account must share that
 account's quota: each with its own in-process bucket overruns it N-fold.
-:class:`RedisLimiter` keeps one GCRA state per (scope, operation) in Redis,
+:class:`RedisLimiter` keeps one shared state per (scope, operation) in Redis,
 where scope is the account or endpoint and the region, under the key
 ``async-hi:{scope}:{operation}``. Every decision is one atomic Lua script
 that reads the Redis server's clock (``TIME``), so the clocks of the client
 machines never matter:
 
-- ``acquire``: reserve the next emission time (GCRA: theoretical arrival time
-  ``tat``, interval ``1/rate``, burst tolerance ``(burst - 1)/rate``) and return
-  how long to wait for it; the caller sleeps that long locally. Reservations
-  are handed out in the order they reach Redis, so waiting is FIFO across
-  processes. A new key starts **empty** (the first request waits one
-  interval), as the in-process limiter does.
-- ``on_throttle`` (a 429): cut the *shared* rate by ``cut`` (once per interval
-  at the new rate, down to ``floor_rate``), drop any saved-up burst, and pause
-  every process for ``Retry-After`` seconds.
-- ``on_success``: after ``recovery_interval`` (and ``recovery_requests``
-  intervals) without a cut, raise the shared rate by ``recovery_step`` x the
-  ceiling, never above it.
+- ``acquire``: reserve the next *send time* on the shared GCRA grid
+  (theoretical arrival time ``tat``, interval ``1/rate``, burst tolerance
+  ``(burst - 1)/rate``) and return it; the process converts it to its own
+  clock (the script's time is taken as the middle of the round trip), sleeps
+  until then, and the client sends at that time (see
+  ``HealthImagingClient``'s before-send hook), so sends from different
+  processes keep the grid's spacing. Reservations are handed out in the
+  order they reach Redis: FIFO across processes. A new key starts full (the
+  first request goes at once; the key stands for the account, whose quota is
+  full when idle); ``start_empty`` makes it wait one interval. The ceiling is
+  the quota less ``headroom``; at burst 1 the interval is also at least
+  ``1/quota + margin``, the margin sized from this process's measured timer
+  lateness, as in the in-process limiter.
+- ``on_throttle`` (a 429) first goes to this process's own throttle score
+  (``ThrottleScore``: an exponentially weighted share of 429s). A lone 429,
+  such as one caused by two processes' sends jittering together at burst 1,
+  never reaches Redis. Sustained throttling runs the script's cut: the shared
+  rate drops to ``cut`` x the rate (once per interval at the new rate), the
+  saved burst is dropped, ``Retry-After`` pauses every process, and the rate
+  then comes back along the same CUBIC-like curve as the in-process limiter
+  (``async_hi._limiter``): quickly to the rate it had, when this process saw
+  that rate proven; else to just below the last rate that succeeded, holding
+  there before probing above. The rate is a function of the time since the
+  cut, so ``on_success`` needs no Redis call.
 
 The cap on requests in flight (``max_in_flight``) is per process.
 
@@ -29,21 +41,29 @@ decides, explicitly:
 - ``"fail"`` (the default): ``acquire`` raises :class:`RedisUnavailableError`.
   Nothing is sent that the shared quota has not granted. A bulk run stops
   sending on it (unsent requests stay unsent, not failed). A lost
-  ``on_throttle``/``on_success`` adjustment is logged once per outage.
-- ``"local"``: fall back to an in-process GCRA at ``rate / fallback_share`` (a
-  conservative slice: set ``fallback_share`` to the number of processes that
-  share the account), log a warning, and try Redis again after
-  ``retry_redis_after`` seconds; each switch is logged once.
+  ``on_throttle`` adjustment is logged once per outage.
+- ``"local"``: fall back to an in-process :class:`~async_hi._limiter.TokenBucketLimiter`
+  at ``quota / fallback_share`` (set ``fallback_share`` to the number of
+  processes that share the account), with the same stray-429 tolerance and
+  recovery, so it keeps its share; log a warning, and try Redis again after
+  ``retry_redis_after`` seconds; each switch is logged once. At burst 1 the
+  slices would collide (uncoordinated processes' sends closer than 1/quota),
+  so each process keeps to its own slots of the shared grid: slots ``k x T``
+  of the Redis clock (``T`` the interval at the shared ceiling), ``k =
+  member (mod fallback_share)``, where ``member`` is a number the process took
+  from Redis (``INCR`` of ``{prefix}:{scope}:members``) while it was up, and
+  the Redis clock is converted with the offset measured at the last reply.
 
 The limiter satisfies the client's ``RateLimiter`` protocol (``acquire``,
-``release``, ``on_throttle``, ``on_success``, ``current_rate``). It needs the
-optional ``redis`` dependency (``pip install 'async-hi[redis]'``) and runs on
-asyncio only (redis-py's client is asyncio-based).
+``release``, ``on_throttle``, ``on_success``, ``current_rate``) and
+``send_gap``. It needs the optional ``redis`` dependency (``pip install
+'async-hi[redis]'``) and runs on asyncio only (redis-py's client is asyncio-based).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +79,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from async_hi import contract
 from async_hi._errors import LimiterUnavailableError
+from async_hi._limiter import LimiterConfig, RecentQuantile, ThrottleScore, TokenBucketLimiter, check_adaptive
 
 __all__ = ["RedisLimiter", "RedisLimiterConfig", "RedisUnavailableError"]
 
@@ -66,56 +87,102 @@ log = logging.getLogger("async_hi.redis_limiter")
 
 _FALLBACK_QUOTA = contract.Quota(rate=10.0, burst=10)
 
-# One script, three modes. Times are integer microseconds of the Redis clock,
-# formatted with %.0f / %.17g because Lua's tostring keeps only 14 digits.
+# One script, two modes. Times are integer microseconds of the Redis clock, rates are tps;
+# numbers go back as %.0f / %.17g strings because Lua's tostring keeps only 14 digits.
+# The rate curve is _limiter.Adaptive.rate in Lua.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local mode = ARGV[1]
 local ceiling = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
-local floor = tonumber(ARGV[4])
-local cut = tonumber(ARGV[5])
-local step = tonumber(ARGV[6])
-local clean_us = tonumber(ARGV[7])
-local clean_requests = tonumber(ARGV[8])
-local retry_us = tonumber(ARGV[9])
-local ttl_ms = tonumber(ARGV[10])
-local h = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'blocked', 'changed', 'cut')
-local rate = tonumber(h[2]) or ceiling
-if rate > ceiling then rate = ceiling end
-local interval = 1000000 / rate
-local tau = (burst - 1) * interval
-local tat = tonumber(h[1]) or (now + tau + interval)
-local blocked = tonumber(h[3]) or 0
-local changed = tonumber(h[4]) or now
-local lastcut = tonumber(h[5]) or 0
+local min_interval = tonumber(ARGV[4])
+local start_empty = ARGV[5] == '1'
+local ttl_ms = tonumber(ARGV[6])
+local retry_us = tonumber(ARGV[7])
+local clean_ok = ARGV[8] == '1'
+local episode_ok = tonumber(ARGV[9])
+local cut = tonumber(ARGV[10])
+local floor = tonumber(ARGV[11])
+local plateau = tonumber(ARGV[12])
+local recovery = tonumber(ARGV[13])
+local hold_requests = tonumber(ARGV[14])
+local h = redis.call('HMGET', KEYS[1], 'tat', 'blocked', 't0', 'w', 'c', 'k', 'hold', 'strikes')
+local tat = tonumber(h[1])
+local blocked = tonumber(h[2]) or 0
+local t0 = tonumber(h[3])
+local w = tonumber(h[4]) or ceiling
+local c = tonumber(h[5]) or ceiling
+local k = tonumber(h[6]) or 1000000
+local hold_end = tonumber(h[7]) or 0
+local strikes = tonumber(h[8]) or 0
+
+local function rate_at(at)
+  if t0 == nil then return ceiling end
+  local r
+  if at - t0 < k then
+    r = w - (w - c) * (1 - (at - t0) / k) ^ 3
+  elseif at < hold_end then
+    r = w
+  else
+    local p = (at - math.max(t0 + k, hold_end)) / k
+    r = w * (1 + (1 - cut) * p ^ 3)
+  end
+  return math.min(ceiling, r)
+end
+
+local function interval_at(rate)
+  return math.max(1000000 / rate, min_interval)
+end
+
+local rate = rate_at(now)
 local wait = 0
 if mode == 'acquire' then
-  local start = math.max(tat, now, blocked + tau)
-  wait = math.max(0, start - tau - now)
-  tat = start + interval
+  local interval = interval_at(rate)
+  local tau = (burst - 1) * interval
+  if tat == nil then
+    if start_empty then tat = now + burst * interval else tat = now end
+  end
+  local start = math.max(tat - tau, now, blocked)
+  tat = math.max(tat, start) + interval
+  wait = start - now
 elseif mode == 'throttle' then
   if retry_us > 0 then blocked = math.max(blocked, now + retry_us) end
-  if cut < 1 and now - lastcut >= interval then
-    rate = math.max(floor, rate * cut)
-    interval = 1000000 / rate
-    tau = (burst - 1) * interval
-    tat = math.max(tat, now + tau + interval)
-    lastcut = now
-    changed = now
-  end
-elseif mode == 'success' then
-  if rate < ceiling and now - changed >= math.max(clean_us, clean_requests * interval) then
-    rate = math.min(ceiling, rate + step * ceiling)
-    changed = now
+  if cut < 1 and (t0 == nil or now - t0 >= 1000000 / c) then
+    local probing = t0 ~= nil and now >= hold_end and now >= t0 + k
+    local above = probing and rate > w
+    local climbing = t0 ~= nil and ((now - t0 < k and c < w) or above)
+    local hold = 0
+    if (t0 == nil or clean_ok) and not climbing then
+      w = rate
+      strikes = 0
+    else
+      strikes = strikes + 1
+      if climbing then w = math.min(rate, episode_ok) * plateau else w = rate * cut end
+      w = math.max(floor, w)
+      hold = hold_requests / w * 2 ^ (strikes - 1) * 1000000
+    end
+    c = math.max(floor, math.min(rate * cut, w))
+    t0 = now
+    k = recovery / w * 1000000
+    hold_end = now + k + hold
+    rate = c
+    local interval = interval_at(c)
+    tat = math.max(tat or now, now + burst * interval)
   end
 end
-redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'rate', string.format('%.17g', rate),
-  'blocked', string.format('%.0f', blocked), 'changed', string.format('%.0f', changed),
-  'cut', string.format('%.0f', lastcut))
+if tat == nil then tat = now end
+local fields = {'tat', string.format('%.0f', tat), 'blocked', string.format('%.0f', blocked),
+  'w', string.format('%.17g', w), 'c', string.format('%.17g', c), 'k', string.format('%.0f', k),
+  'hold', string.format('%.0f', hold_end), 'strikes', tostring(strikes)}
+if t0 ~= nil then
+  table.insert(fields, 't0')
+  table.insert(fields, string.format('%.0f', t0))
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIRE', KEYS[1], math.floor(ttl_ms + math.max(0, tat - now, blocked - now) / 1000))
-return {string.format('%.0f', wait), string.format('%.17g', rate)}
+return {string.format('%.0f', wait), string.format('%.17g', rate), string.format('%.0f', now),
+  string.format('%.0f', t0 or -1)}
 """
 
 
@@ -129,7 +196,7 @@ class RedisUnavailableError(LimiterUnavailableError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedisLimiterConfig:
-    """Settings of :class:`RedisLimiter`.
+    """Settings of :class:`RedisLimiter` (the adaptive ones mean what they mean in ``LimiterConfig``).
 
     Args:
         scope: what the shared buckets stand for: the account (or endpoint) and
@@ -138,14 +205,21 @@ class RedisLimiterConfig:
         quotas: operation -> ceiling ``Quota``; missing operations use ``contract.DEFAULT_QUOTAS``.
         key_prefix: Redis key prefix.
         max_in_flight: requests of one operation in flight at once in this process, >= 1.
-        adaptive: cut the shared rate on 429 and recover it slowly.
-        cut: factor applied to the rate on a 429, in (0, 1).
+        headroom: fraction of each quota held back, in [0, 0.5).
+        start_empty: a new key makes its first request wait one interval (default: at once).
+        jitter_factor: burst-1 sends at least ``1/quota + jitter_factor x`` (the 90th percentile
+            of this process's timer lateness) apart, >= 0.
+        max_margin: that margin is at most this fraction of ``1/quota``, in [0, 0.5).
+        adaptive: cut the shared rate on sustained 429s and recover it.
+        throttle_window: answers this process's throttle score averages over, >= 1.
+        throttle_threshold: score at which 429s count as sustained, in (0, 1].
+        cut: factor applied to the rate on a cut, in (0, 1).
         floor_rate: the lowest rate a cut can reach (tps), > 0.
-        recovery_step: fraction of the ceiling added per clean interval, in (0, 1].
-        recovery_interval: seconds without a cut before each increase, >= 0.
-        recovery_requests: the clean interval is also at least this many intervals at the current rate.
+        recovery_requests: the return to the last good rate takes this many intervals, > 0.
+        hold_requests: clean answers that make a rate proven; intervals to hold after an overload cut.
+        plateau: after an overload cut, return to this fraction of the last rate that succeeded.
         on_unavailable: ``"fail"`` (raise) or ``"local"`` (fall back to a local slice) when Redis is down.
-        fallback_share: with ``"local"``, the local rate is the ceiling divided by this, >= 1.
+        fallback_share: with ``"local"``, the local rate is the quota divided by this, >= 1.
         retry_redis_after: with ``"local"``, seconds before trying Redis again, > 0.
         key_ttl: seconds an idle key lives (its rate cut is forgotten after that), > 0.
     """
@@ -154,12 +228,18 @@ class RedisLimiterConfig:
     quotas: Mapping[str, contract.Quota] = field(default_factory=lambda: dict(contract.DEFAULT_QUOTAS))
     key_prefix: str = "async-hi"
     max_in_flight: int = 16
+    headroom: float = 0.02
+    start_empty: bool = False
+    jitter_factor: float = 1.0
+    max_margin: float = 0.03
     adaptive: bool = True
+    throttle_window: int = 8
+    throttle_threshold: float = 0.2
     cut: float = 0.7
     floor_rate: float = 0.01
-    recovery_step: float = 0.05
-    recovery_interval: float = 2.0
-    recovery_requests: int = 5
+    recovery_requests: float = 8.0
+    hold_requests: int = 50
+    plateau: float = 0.98
     on_unavailable: Literal["fail", "local"] = "fail"
     fallback_share: int = 4
     retry_redis_after: float = 5.0
@@ -175,22 +255,14 @@ class RedisLimiterConfig:
                 raise ValueError(f"RedisLimiterConfig.quotas[{op!r}] must be a Quota, got {type(q).__name__}")
         if self.max_in_flight < 1:
             raise ValueError(f"RedisLimiterConfig.max_in_flight must be >= 1, got {self.max_in_flight!r}")
-        if not 0 < self.cut < 1:
-            raise ValueError(f"RedisLimiterConfig.cut must be within (0, 1), got {self.cut!r}")
-        if not self.floor_rate > 0:
-            raise ValueError(f"RedisLimiterConfig.floor_rate must be > 0, got {self.floor_rate!r}")
-        if not 0 < self.recovery_step <= 1:
-            raise ValueError(
-                f"RedisLimiterConfig.recovery_step must be within (0, 1], got {self.recovery_step!r}"
-            )
-        if self.recovery_interval < 0:
-            raise ValueError(
-                f"RedisLimiterConfig.recovery_interval must be >= 0, got {self.recovery_interval!r}"
-            )
-        if self.recovery_requests < 0:
-            raise ValueError(
-                f"RedisLimiterConfig.recovery_requests must be >= 0, got {self.recovery_requests!r}"
-            )
+        for name in ("headroom", "max_margin"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise ValueError(
+                    f"RedisLimiterConfig.{name} must be within [0, 0.5), got {getattr(self, name)!r}"
+                )
+        if not self.jitter_factor >= 0:
+            raise ValueError(f"RedisLimiterConfig.jitter_factor must be >= 0, got {self.jitter_factor!r}")
+        check_adaptive("RedisLimiterConfig", self)
         if self.on_unavailable not in ("fail", "local"):
             raise ValueError(
                 f"RedisLimiterConfig.on_unavailable must be 'fail' or 'local', got {self.on_unavailable!r}"
@@ -208,19 +280,56 @@ class RedisLimiterConfig:
         """The ceiling of ``operation``."""
         return self.quotas.get(operation) or contract.DEFAULT_QUOTAS.get(operation) or _FALLBACK_QUOTA
 
+    def fallback(self) -> LimiterConfig:
+        """The in-process limiter used while Redis is unreachable (``on_unavailable="local"``)."""
+        share = {op: self.quota(op) for op in {*contract.DEFAULT_QUOTAS, *self.quotas}}
+        return LimiterConfig(
+            quotas={
+                op: contract.Quota(rate=q.rate / self.fallback_share, burst=q.burst)
+                for op, q in share.items()
+            },
+            max_in_flight=1_000_000,  # the slots are the RedisLimiter's own
+            headroom=self.headroom,
+            jitter_factor=0.0,  # the slice keeps the shared grid's slots (see RedisLimiter._fallback)
+            max_margin=self.max_margin,
+            adaptive=self.adaptive,
+            throttle_window=self.throttle_window,
+            throttle_threshold=self.throttle_threshold,
+            cut=self.cut,
+            floor_rate=self.floor_rate,
+            recovery_requests=self.recovery_requests,
+            hold_requests=self.hold_requests,
+            plateau=self.plateau,
+        )
 
-class _LocalGcra:
-    """The fallback: the same GCRA in process memory, on the local monotonic clock."""
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.interval = 1.0 / rate
-        self.tau = (burst - 1) * self.interval
-        self.tat = now + self.tau + self.interval  # starts empty, like the shared one
+class _FunctionClock:
+    """A ``Clock`` from a ``now`` and a ``sleep`` function (the fallback limiter's time)."""
 
-    def reserve(self, now: float) -> float:
-        start = max(self.tat, now)
-        self.tat = start + self.interval
-        return max(0.0, start - self.tau - now)
+    def __init__(self, now: Callable[[], float], sleep: Callable[[float], Awaitable[Any]]) -> None:
+        self._now = now
+        self._sleep = sleep
+
+    def now(self) -> float:
+        return self._now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(max(0.0, seconds))
+
+
+class _Op:
+    """This process's view of one operation's shared state."""
+
+    __slots__ = ("best_rtt", "jitter", "offset", "rate", "score", "slot", "t0")
+
+    def __init__(self, rate: float, config: RedisLimiterConfig) -> None:
+        self.slot = anyio.Semaphore(config.max_in_flight)
+        self.rate = rate
+        self.score = ThrottleScore(rate, config.throttle_window, config.throttle_threshold)
+        self.jitter = RecentQuantile(0.9)
+        self.t0 = -1.0  # the shared cut time last seen (-1: none)
+        self.offset: float | None = None  # Redis clock minus this process's clock, seconds
+        self.best_rtt = math.inf
 
 
 class RedisLimiter:
@@ -230,7 +339,7 @@ class RedisLimiter:
         redis: a ``redis.asyncio.Redis`` client, or a URL such as ``"redis://127.0.0.1:6379/0"``
             (then the limiter owns the connection, with short timeouts and no retries).
         config: scope, quotas and policies; see :class:`RedisLimiterConfig`.
-        now: local monotonic seconds (fallback bucket, retry timer); injectable for tests.
+        now: local monotonic seconds (send times, fallback bucket, retry timer); injectable for tests.
         sleep: the matching sleep; injectable for tests.
     """
 
@@ -252,14 +361,14 @@ class RedisLimiter:
         self._script = self.redis.register_script(_SCRIPT)
         self._now = now
         self._sleep = sleep
-        self._rates: dict[str, float] = {}
-        self._slots: dict[str, anyio.Semaphore] = {}
-        self._local: dict[str, _LocalGcra] = {}
+        self._ops: dict[str, _Op] = {}
+        self._local: TokenBucketLimiter | None = None
         self._down_until: float | None = None
+        self._member: int | None = None
         self._adjust_lost = False  # a lost adjustment was logged in this outage
 
     def __repr__(self) -> str:
-        rates = ", ".join(f"{op}: {r:.3g} tps" for op, r in sorted(self._rates.items()))
+        rates = ", ".join(f"{op}: {s.rate:.3g} tps" for op, s in sorted(self._ops.items()))
         mode = "local fallback" if self._down_until is not None else "redis"
         return f"RedisLimiter(scope={self.config.scope!r}, {mode}, {{{rates}}})"
 
@@ -282,64 +391,107 @@ class RedisLimiter:
 
     # -- the RateLimiter protocol ------------------------------------------------
 
-    async def acquire(self, operation: str) -> None:
-        slot = self._slot(operation)
-        await slot.acquire()
+    async def acquire(self, operation: str) -> float:
+        op = self._op(operation)
+        await op.slot.acquire()
         try:
-            wait = await self._reserve(operation)
-            if wait > 0:
-                await self._sleep(wait)
+            return await self._reserve(operation, op)
         except BaseException:
-            slot.release()
+            op.slot.release()
             raise
 
     def release(self, operation: str) -> None:
-        self._slot(operation).release()
+        self._op(operation).slot.release()
 
     async def on_throttle(self, operation: str, retry_after: float | None) -> None:
+        op = self._op(operation)
         retry_us = max(0.0, retry_after or 0.0) * 1e6
-        await self._adjust(operation, "throttle", retry_us)
+        if self._local is not None and self._down_until is not None:
+            await self._local.on_throttle(operation, retry_after)
+        sustained = op.score.throttle() and self.config.adaptive
+        if not sustained and retry_us <= 0:
+            return  # a lone 429 (jitter between processes, a stray one): the shared rate stays
+        try:
+            await self._run(operation, op, "throttle", retry_us if retry_us > 0 else 0.0, cut=sustained)
+        except RedisUnavailableError:
+            # a lost adjustment is not worth failing the request over; acquire still fails closed.
+            # Said once per outage: every call in flight when Redis went away ends up here.
+            if not self._adjust_lost:
+                self._adjust_lost = True
+                log.warning(
+                    "Redis unreachable: could not record a throttle for %s "
+                    "(further lost adjustments not logged)",
+                    operation,
+                )
 
     async def on_success(self, operation: str) -> None:
-        if self.config.adaptive and self.current_rate(operation) < self.config.quota(operation).rate:
-            await self._adjust(operation, "success", 0.0)
+        op = self._op(operation)
+        op.score.success(op.rate)
+        if self._local is not None and self._down_until is not None:
+            await self._local.on_success(operation)
 
     def current_rate(self, operation: str) -> float:
-        """The shared rate of ``operation`` as last seen from Redis (the ceiling before any call)."""
-        return self._rates.get(operation, self.config.quota(operation).rate)
+        """The shared rate of ``operation`` as last seen from Redis (the local slice while falling back)."""
+        if self._local is not None and self._down_until is not None:
+            return self._local.current_rate(operation)
+        return self._op(operation).rate
+
+    def send_gap(self, operation: str) -> float:
+        """The least time between two of this process's sends of ``operation`` (burst-1 quotas only):
+        the shared interval less half the headroom."""
+        q = self.config.quota(operation)
+        if q.burst != 1:
+            return 0.0
+        if self._local is not None and self._down_until is not None:
+            return self._local.send_gap(operation)
+        op = self._op(operation)
+        interval = max(1.0 / op.rate, 1.0 / q.rate + self._margin(q, op))
+        return interval * (1.0 - self.config.headroom / 2)
 
     # -- internals -----------------------------------------------------------------
 
-    def _slot(self, operation: str) -> anyio.Semaphore:
-        slot = self._slots.get(operation)
-        if slot is None:
-            slot = self._slots[operation] = anyio.Semaphore(self.config.max_in_flight)
-        return slot
+    def _op(self, operation: str) -> _Op:
+        op = self._ops.get(operation)
+        if op is None:
+            q = self.config.quota(operation)
+            op = self._ops[operation] = _Op(q.rate * (1.0 - self.config.headroom), self.config)
+        return op
 
-    def _args(self, operation: str, mode: str, retry_us: float) -> list[str]:
+    def _margin(self, q: contract.Quota, op: _Op) -> float:
+        if q.burst != 1:
+            return 0.0
+        return min(self.config.max_margin / q.rate, self.config.jitter_factor * op.jitter.value)
+
+    def _args(self, operation: str, op: _Op, mode: str, retry_us: float, cut: bool) -> list[str]:
         c = self.config
         q = c.quota(operation)
-        cut = c.cut if c.adaptive else 1.0
+        min_interval = (1.0 / q.rate + self._margin(q, op)) * 1e6 if q.burst == 1 else 0.0
+        episode = op.score.episode_ok if op.score.episode_ok is not None else op.rate
         return [
             mode,
-            repr(q.rate),
+            repr(q.rate * (1.0 - c.headroom)),
             str(q.burst),
-            repr(c.floor_rate),
-            repr(cut),
-            repr(c.recovery_step),
-            repr(c.recovery_interval * 1e6),
-            str(c.recovery_requests),
-            repr(retry_us),
+            repr(min_interval),
+            "1" if c.start_empty else "0",
             repr(c.key_ttl * 1000),
+            repr(retry_us),
+            "1" if op.score.clean >= c.hold_requests else "0",
+            repr(episode),
+            repr(c.cut if cut else 1.0),
+            repr(c.floor_rate),
+            repr(c.plateau),
+            repr(c.recovery_requests),
+            str(c.hold_requests),
         ]
 
-    async def _run(self, operation: str, mode: str, retry_us: float) -> float | None:
-        """Run the script; returns the wait in seconds, or None when Redis is down (fallback)."""
+    async def _run(self, operation: str, op: _Op, mode: str, retry_us: float, *, cut: bool) -> float | None:
+        """Run the script; returns the local send time, or None when Redis is down (fallback)."""
         if self._down_until is not None and self._now() < self._down_until:
             return None
+        sent = self._now()
         try:
-            wait_us, rate = await self._script(
-                keys=[self.key(operation)], args=self._args(operation, mode, retry_us)
+            wait_us, rate, redis_now, t0 = await self._script(
+                keys=[self.key(operation)], args=self._args(operation, op, mode, retry_us, cut)
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             if self.config.on_unavailable == "fail":
@@ -356,45 +508,77 @@ class RedisLimiter:
                     self.config.fallback_share,
                 )
             self._down_until = self._now() + self.config.retry_redis_after
+            if self._local is None:
+                self._local = self._fallback()
             return None
+        received = self._now()
         self._adjust_lost = False
+        # the clock offset, NTP-like: from the reply with the shortest round trip lately (a long one
+        # was delayed on one leg or the other, so its middle is not when the script ran)
+        rtt = received - sent
+        op.best_rtt *= 1.05
+        if rtt <= op.best_rtt:
+            op.best_rtt = rtt
+            op.offset = float(redis_now) / 1e6 - (sent + received) / 2
+        if self._member is None:
+            await self._join()
         if self._down_until is not None:
             log.warning("Redis reachable again: scope %r shares its quota through Redis", self.config.scope)
             self._down_until = None
-            self._local.clear()
-        self._rates[operation] = float(rate)
-        return float(wait_us) / 1e6
+            self._local = None
+        op.rate = float(rate)
+        cut_at = float(t0)
+        if cut_at != op.t0:  # a cut (by any process): what this process saw before it is history
+            op.t0 = cut_at
+            op.score.after_cut()
+        # the script ran at about the middle of the round trip
+        return (sent + received) / 2 + float(wait_us) / 1e6
 
-    async def _reserve(self, operation: str) -> float:
-        wait = await self._run(operation, "acquire", 0.0)
-        if wait is not None:
-            return wait
-        local = self._local.get(operation)
-        if local is None:
-            q = self.config.quota(operation)
-            local = self._local[operation] = _LocalGcra(
-                q.rate / self.config.fallback_share, q.burst, self._now()
-            )
-        return local.reserve(self._now())
-
-    async def _adjust(self, operation: str, mode: str, retry_us: float) -> None:
+    async def _join(self) -> None:
+        """Take a member number (``INCR`` of ``{prefix}:{scope}:members``): its slots in a fallback."""
         try:
-            shared = await self._run(operation, mode, retry_us)
-        except RedisUnavailableError:
-            # a lost adjustment is not worth failing the request over; acquire still fails closed.
-            # Said once per outage: every call in flight when Redis went away ends up here.
-            if not self._adjust_lost:
-                self._adjust_lost = True
-                log.warning(
-                    "Redis unreachable: could not record %s for %s (further lost adjustments not logged)",
-                    mode,
-                    operation,
-                )
-            return
-        local = self._local.get(operation)
-        if shared is None and local is not None and mode == "throttle":
-            # falling back: the local slice obeys 429s too (cut and Retry-After), never recovers
-            now = self._now()
-            if self.config.adaptive:
-                local.interval = min(local.interval / self.config.cut, 1.0 / self.config.floor_rate)
-            local.tat = max(local.tat, now + retry_us / 1e6 + local.tau + local.interval)
+            self._member = int(await self.redis.incr(f"{self.config.key_prefix}:{self.config.scope}:members"))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return  # asked again at the next reply
+
+    def _fallback(self) -> TokenBucketLimiter:
+        """The local slice, its burst-1 grids laid on the shared one so the processes' slices interleave.
+
+        The shared grid is slots ``k x T`` of the Redis clock, ``T`` the interval at the shared
+        ceiling. This process takes the slots with ``k = member (mod fallback_share)`` (its local
+        interval is ``fallback_share x T``), converted to its own clock with the offset measured
+        at its last reply; so processes with different member numbers never send into the same
+        slot. Processes without a reply yet, or numbers equal modulo the share (restarts), start
+        where they are.
+        """
+        local = TokenBucketLimiter(
+            self.config.fallback(),
+            clock=_FunctionClock(self._now, self._sleep),
+            scope=f"{self.config.scope} (local fallback)",
+        )
+        share = self.config.fallback_share
+        if self._member is None:
+            return local
+        now = self._now()
+        for name, op in self._ops.items():
+            q = self.config.quota(name)
+            if q.burst != 1 or op.offset is None:
+                continue
+            interval = 1.0 / (q.rate * (1.0 - self.config.headroom))
+            k = math.ceil((now + op.offset) / interval)
+            k += (self._member - k) % share
+            local.align(name, k * interval - op.offset)
+        return local
+
+    async def _reserve(self, operation: str, op: _Op) -> float:
+        at = await self._run(operation, op, "acquire", 0.0, cut=False)
+        if at is None:
+            assert self._local is not None
+            local_at = await self._local.acquire(operation)
+            self._local.release(operation)  # the in-flight slot is ours (op.slot), not the fallback's
+            return local_at
+        wait = at - self._now()
+        if wait > 0:
+            await self._sleep(wait)
+            op.jitter.add(max(0.0, self._now() - at))
+        return at

@@ -15,10 +15,10 @@ uses it so that the reads of one update stay within that update's budget).
 
 from __future__ import annotations
 
+import contextvars
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,12 +36,17 @@ from async_hi._errors import (
 from async_hi._events import Recorder, RequestFinished, RequestStarted, Retrying, answer_request_id
 from async_hi._limiter import RateLimiter
 
-__all__ = ["Caller", "RetryPolicy", "is_retryable", "is_retryable_read", "retries_until"]
+__all__ = ["SEND_AT", "Caller", "RetryPolicy", "is_retryable", "is_retryable_read", "retries_until"]
 
 T = TypeVar("T")
 
+#: (operation, send time) of the request this task is sending: the client's before-send hook
+#: reads it to send at the time the limiter granted
+SEND_AT: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
+    "async_hi_send_at", default=None
+)
 #: the clock time by which every :meth:`Caller.with_retries` in this context must give up
-_UNTIL: ContextVar[float | None] = ContextVar("async_hi_retries_until", default=None)
+_UNTIL: contextvars.ContextVar[float | None] = contextvars.ContextVar("async_hi_retries_until", default=None)
 
 
 @contextmanager
@@ -152,15 +157,6 @@ class Caller:
         self.policy = policy
         self.rng = rng or random.Random()
 
-    @asynccontextmanager
-    async def slot(self, operation: str) -> AsyncIterator[None]:
-        """Hold a slot and a token of ``operation`` for one request."""
-        await self.limiter.acquire(operation)
-        try:
-            yield
-        finally:
-            self.limiter.release(operation)
-
     async def send(
         self,
         operation: str,
@@ -203,10 +199,19 @@ class Caller:
         return result
 
     async def once(self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]) -> T:
-        """Take a slot and a token, then :meth:`send`."""
+        """Take a slot and a send time, then :meth:`send` (at that time)."""
         queued_since = self.clock.now() if self.recorder.hook is not None else None
-        async with self.slot(operation):
-            return await self.send(operation, image_set_id, fn, queued_since=queued_since)
+        at = await self.limiter.acquire(operation)
+        try:
+            if at is None:
+                return await self.send(operation, image_set_id, fn, queued_since=queued_since)
+            token = SEND_AT.set((operation, at))
+            try:
+                return await self.send(operation, image_set_id, fn, queued_since=queued_since)
+            finally:
+                SEND_AT.reset(token)
+        finally:
+            self.limiter.release(operation)
 
     async def with_retries(
         self, operation: str, image_set_id: str | None, fn: Callable[[], Awaitable[T]]

@@ -1,7 +1,7 @@
-"""``python -m benchmarks``: see ``benchmarks/run.py``."""
+"""``python -m benchmarks``: see ``benchmarks/_runner.py``."""
 
 import sys
 
-from benchmarks.run import main
+from benchmarks._runner import main
 
 sys.exit(main())

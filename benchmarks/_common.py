@@ -3,27 +3,41 @@
 A scenario is a module with ``NAME``, ``TITLE`` and ``run(mode) -> list[Row]``,
 where ``mode`` is ``"tiny"`` (the smoke test), ``"quick"`` or ``"full"``.
 Each row puts its headline ratio first (against the scenario's baseline, in
-the same run), then its absolute figures.
+the same run), then its absolute figures; its ``series`` (JSON only) keep the
+time series behind them for plots.
+
+Contestants run in child processes (``benchmarks/_child.py``), each with a
+fresh interpreter; :func:`run_child` runs one with the code under test
+("after") or with the package as it was at :data:`BEFORE` ("before": our own
+client before this round of work, extracted once with ``git archive`` into a
+cache directory and put first on the child's ``sys.path``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import itertools
 import json
 import multiprocessing
 import multiprocessing.context
 import os
 import platform
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -31,8 +45,12 @@ import httpx
 from async_hi.emulator import EmulatorProcess
 
 Mode = Literal["tiny", "quick", "full"]
+Code = Literal["after", "before"]
 UPD = "UpdateImageSetMetadata"
 GET = "GetImageSet"
+ROOT = Path(__file__).resolve().parents[1]
+#: "before": main at the start of the #12 work (our client as it was); ASYNC_HI_BENCH_BEFORE overrides
+BEFORE = os.environ.get("ASYNC_HI_BENCH_BEFORE", "b08790e58bc3bf45ad31211e32188bc93cab3940")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,6 +67,9 @@ class Row:
         met: whether the target is met (None: no target).
         figures: the absolute figures, in display order.
         note: why a target was missed, or what to know when reading the row.
+        series: time series behind the figures (JSON only, for plots): e.g. ``sends``
+            (``[seconds from the start, operation, HTTP status]`` per request the emulator
+            saw), ``rate`` (``[seconds, tps]`` samples of the limiter's rate).
     """
 
     scenario: str
@@ -59,6 +80,7 @@ class Row:
     met: bool | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    series: dict[str, Any] = field(default_factory=dict)
 
 
 def pick(mode: Mode, tiny: Any, quick: Any, full: Any) -> Any:
@@ -228,6 +250,27 @@ async def settled_history(
         await asyncio.sleep(0.02)
 
 
+async def server_requests(endpoint_url: str) -> list[list[Any]]:
+    """Every AWS request the emulator saw, in arrival order: ``[at, operation, status, code, image set,
+    fault]`` (``at`` on the emulator's ``time.monotonic()``, the same clock as this process's)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(f"{endpoint_url}/_emulator/requests")
+        r.raise_for_status()
+        out: list[list[Any]] = r.json()["requests"]
+        return out
+
+
+def sends(log: Sequence[Sequence[Any]], t0: float, operation: str | None = None) -> list[list[Any]]:
+    """``[seconds from t0, operation, status]`` per request in ``log`` (of ``operation``, or all)."""
+    return [[round(r[0] - t0, 6), r[1], r[2]] for r in log if operation is None or r[1] == operation]
+
+
+def arrival_gaps(log: Sequence[Sequence[Any]], operation: str = UPD) -> list[float]:
+    """Seconds between consecutive arrivals of ``operation`` (any status)."""
+    times = [r[0] for r in log if r[1] == operation]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
 def count(stats: Mapping[str, int], operation: str, status: int | None = None) -> int:
     """Requests of ``operation`` (with ``status``, or all) in ``server_stats`` output."""
     return sum(
@@ -258,6 +301,59 @@ class Timer:
 
     def __call__(self) -> float:
         return time.monotonic() - self.start
+
+
+def before_dir() -> Path | None:
+    """A directory holding ``async_hi`` as it was at :data:`BEFORE` (cached); None if git cannot give it."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "async-hi-bench" / BEFORE[:12]
+    if (cache / "async_hi" / "__init__.py").exists():
+        return cache
+    r = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", BEFORE, "async_hi"],
+        capture_output=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        return None
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache.parent))
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+            tar.extractall(tmp, filter="data")
+        else:  # our own git archive
+            tar.extractall(tmp)
+    try:
+        tmp.rename(cache)
+    except OSError:  # another run extracted it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache
+
+
+def child_command(spec: Mapping[str, Any], code: Code = "after") -> tuple[list[str], dict[str, str], Path]:
+    """The command, environment and working directory of one contestant's child process.
+
+    With ``code="before"`` the child runs in the cached :data:`BEFORE` tree (first on ``sys.path``,
+    so ``async_hi`` is the old one) with this checkout on ``PYTHONPATH`` (for ``benchmarks``).
+    """
+    env = dict(os.environ)
+    cwd = ROOT
+    if code == "before":
+        old = before_dir()
+        if old is None:
+            raise RuntimeError(f"git cannot give commit {BEFORE[:12]} (a shallow clone?)")
+        cwd = old
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return [sys.executable, "-m", "benchmarks._child", json.dumps(spec)], env, cwd
+
+
+def run_child(spec: Mapping[str, Any], code: Code = "after", *, timeout: float = 900) -> dict[str, Any]:
+    """Run one contestant (``benchmarks/_child.py``) in a fresh process; its JSON result."""
+    cmd, env, cwd = child_command(spec, code)
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"benchmark child ({code}) failed: {r.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
 
 
 def run_async(coro: Any) -> Any:

@@ -1,8 +1,7 @@
 """Scale: memory against manifest length (to 1,000,000 requests), and event-loop lag with 10,000 waiters.
 
-Memory: the bulk runner's own benchmark (``benchmarks/bench_bulk_memory.py``):
-each size in a fresh child process streams a JSON Lines manifest through
-``read_manifest`` and ``update_many`` (coalescing, a journal) with an
+Memory: each size in a fresh child process (``benchmarks/_memory_child.py``)
+streams a JSON Lines manifest through ``read_manifest`` and ``update_many`` (coalescing, a journal) with an
 ``apply`` that answers at once; the figure is the child's peak RSS. The
 ratio is peak RSS at the largest size over the smallest: flat is 1.
 
@@ -77,7 +76,7 @@ async def _lag(tasks: int, seconds: float, rate: float = 50.0) -> dict[str, Any]
 
 
 def _memory(sizes: list[int]) -> list[dict[str, Any]]:
-    from benchmarks.bench_bulk_memory import write_manifest
+    from benchmarks._memory_child import write_manifest
 
     out = []
     for n in sizes:
@@ -86,7 +85,7 @@ def _memory(sizes: list[int]) -> list[dict[str, Any]]:
             write_manifest(manifest, n)
             journal = str(Path(tmp) / "journal.jsonl")
             stdout = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_bulk_memory", "--child", str(manifest), journal],
+                [sys.executable, "-m", "benchmarks._memory_child", str(manifest), journal],
                 cwd=ROOT,
                 check=True,
                 capture_output=True,
@@ -100,7 +99,7 @@ def _memory(sizes: list[int]) -> list[dict[str, Any]]:
 
 def run(mode: Mode) -> list[Row]:
     rows = []
-    sizes = pick(mode, [500, 2_000], [5_000, 20_000], [10_000, 100_000, 1_000_000])
+    sizes = pick(mode, [500, 2_000], [2_000, 10_000], [10_000, 100_000, 1_000_000])
     mem = _memory(sizes)
     small, big = mem[0], mem[-1]
     ratio = big["peak_rss_mib"] / small["peak_rss_mib"]

@@ -58,6 +58,9 @@ __all__ = [
 
 Basis = Literal["model", "semantics"]
 
+#: seconds the liveness read after an unanswered request may take
+_LIVENESS_TIMEOUT = 3.0
+
 
 class Context:
     """One check's view of the run: sending, expectations, failures and notes."""
@@ -141,9 +144,10 @@ class Context:
 
         Bounded: a 429's wait is capped (``Settings.max_retry_after``) and the
         run's throttle waits share one budget (``Settings.throttle_budget``);
-        past it a 429 is returned as it is. After ``Settings.max_no_answers``
-        requests without an answer the endpoint counts as stopped and every
-        later send raises :class:`Abort`.
+        past it a 429 is returned as it is. A request without an answer is
+        followed by one short GetImageSet: without an answer to that too (or
+        after ``Settings.max_no_answers`` unanswered requests) the endpoint
+        counts as stopped and every later send raises :class:`Abort`.
 
         Args:
             probe: the request.
@@ -175,7 +179,7 @@ class Context:
             session.exchanges.append(exchange)
             self._count_write(exchange)
             if exchange.status is None:
-                self._no_answer(exchange)
+                await self._no_answer(exchange)
             if exchange.status != 429:
                 if exchange.status is not None:
                     await pacer.on_success(probe.operation)
@@ -195,13 +199,37 @@ class Context:
         assert exchange is not None
         return exchange
 
-    def _no_answer(self, exchange: Exchange) -> None:
+    async def _no_answer(self, exchange: Exchange) -> None:
+        """After a request without an answer: is the endpoint still there? (one short GetImageSet).
+
+        A dead endpoint ends the run after one ``request_timeout`` and one short
+        read; one that leaves only some requests unanswered goes on, up to
+        ``Settings.max_no_answers`` of them.
+        """
         session = self.session
         session.no_answers += 1
+        if session.found is None:
+            return  # the preflight: no answer there is "unreachable" (the runner says so)
         if session.no_answers >= self.settings.max_no_answers:
             session.unreachable = (
                 f"{self.target.endpoint_url} stopped answering: {session.no_answers} requests got no answer "
                 f"(the last: {exchange.error}); the remaining checks were not run"
+            )
+            return
+        probe = Probe(operation="GetImageSet", label="liveness: GetImageSet", path=self.path("getImageSet"))
+        alive = await send_probe(
+            session.http,
+            self.target.endpoint_url,
+            probe,
+            self.target.credentials,
+            request_timeout=min(self.settings.request_timeout, _LIVENESS_TIMEOUT),
+        )
+        session.exchanges.append(alive)
+        if alive.status is None:
+            session.unreachable = (
+                f"{self.target.endpoint_url} stopped answering: {exchange.label!r} got no answer "
+                f"({exchange.error}), nor did a GetImageSet right after it ({alive.error}); "
+                "the remaining checks were not run"
             )
 
     def _count_write(self, exchange: Exchange) -> None:

@@ -23,8 +23,8 @@ __all__ = ["NoPacing", "Pacer", "default_pacer"]
 class Pacer(Protocol):
     """What the suite needs from a rate limiter (structurally the SDK's ``RateLimiter``)."""
 
-    async def acquire(self, operation: str) -> None:
-        """Wait until ``operation`` may send one request."""
+    async def acquire(self, operation: str) -> float | None:
+        """Wait until ``operation`` may send one request (the SDK limiter returns its send time)."""
         ...
 
     def release(self, operation: str) -> None:
@@ -43,7 +43,7 @@ class Pacer(Protocol):
 class NoPacing:
     """No waiting at all (our in-process emulator runs with quotas off)."""
 
-    async def acquire(self, operation: str) -> None:
+    async def acquire(self, operation: str) -> float | None:
         return None
 
     def release(self, operation: str) -> None:

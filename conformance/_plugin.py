@@ -134,7 +134,11 @@ class ConformanceItem(pytest.Item):
         self.suite = suite
 
     def runtest(self) -> None:
-        result = self.suite.report().result(self.check.id)
+        report = self.suite.report()
+        if report.unreachable is not None and not report.results:
+            # one message and the CLI's exit status, not a failure per check
+            pytest.exit(f"UNREACHABLE: {report.unreachable}; no check was run", returncode=4)
+        result = report.result(self.check.id)
         self.user_properties.append(("outcome", result.outcome.value))
         if result.outcome is Outcome.SKIP:
             pytest.skip(result.message)

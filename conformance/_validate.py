@@ -15,7 +15,8 @@ What is judged, per operation in scope (``async_hi.contract.OPERATIONS``):
 
 - requests: the input shape's patterns, types, repeats and required members
   (RV01-RV11, RV13, RV14, RV18, PD01, PD03, PD07, RB01-RB03, RB05);
-- success answers: Content-Type (SR01), required members and echoed ids
+- success answers: the model's status and Content-Type (SR01), required
+  members and echoed ids, the ARN and the metadata document's ids included
   (SR02), enums (SR03), epoch-number timestamps (SR04, plausibility SR05),
   string ids of their pattern (SR06), message (SR07), strict and botocore
   parsing (SR08), member names exactly as modelled, the ListImageSetVersions
@@ -374,8 +375,15 @@ def _success_problems(request: WireRequest, response: WireResponse) -> list[Prob
                 "SR01", f"{op_name} answered 200 with Content-Type {ctype or '(none)'}, not application/json"
             )
         )
+    want_status = int(contract.operation(op_name).http.get("responseCode", 200))
+    if response.status != want_status:
+        problems.append(
+            _endpoint(
+                "SR01", f"{op_name} answered {response.status}; the model's success status is {want_status}"
+            )
+        )
     if op_name == "GetImageSetMetadata":
-        return problems + _metadata_problems(response)
+        return problems + _metadata_problems(response, *_ids(request))
     declared = (response.header("content-encoding") or "").strip().lower() == "gzip"
     if _is_gzip(response.body) and not declared:
         # a declared Content-Encoding is HTTP compression (allowed); an undeclared gzip body is not JSON
@@ -621,7 +629,7 @@ def _botocore_problems(op_name: str, shape: StructureShape, response: WireRespon
     return []
 
 
-def _metadata_problems(response: WireResponse) -> list[Problem]:
+def _metadata_problems(response: WireResponse, d: str | None, i: str | None) -> list[Problem]:
     encoding = (response.header("content-encoding") or "").strip().lower()
     problems: list[Problem] = []
     if encoding != "gzip":
@@ -641,6 +649,10 @@ def _metadata_problems(response: WireResponse) -> list[Problem]:
         ]
     if not isinstance(doc, dict):
         problems.append(_endpoint("SR10", f"the metadata document is JSON {_json_type(doc)}, not an object"))
+        return problems
+    for key, want in (("DatastoreID", d), ("ImageSetID", i)):
+        if want is not None and isinstance(doc.get(key), str) and doc[key] != want:
+            problems.append(_endpoint("SR02", f"the metadata document's {key} is not the request's"))
     return problems
 
 

@@ -438,6 +438,24 @@ def _unsigned_reads(req: Req, emu: Emulator) -> None:
         req.changed = req.launder = True
 
 
+def _metadata_first_version(req: Req, emu: Emulator) -> None:
+    """GetImageSetMetadata without ``version`` answers version 1 instead of the latest."""
+    if req.op == "getImageSetMetadata" and req.param("version") is None:
+        req.set_param("version", "1")
+
+
+def _created_201(req: Req, resp: Resp, emu: Emulator) -> None:
+    if _update(req) and resp.status == 200:
+        resp.status = 201
+
+
+def _foreign_metadata_ids(req: Req, resp: Resp, emu: Emulator) -> None:
+    if req.op == "getImageSetMetadata" and resp.status == 200:
+        doc = json.loads(gzip.decompress(resp.body))
+        doc["ImageSetID"] = "0" * 32
+        resp.body = gzip.compress(json.dumps(doc).encode())
+
+
 # -- negative controls: conformant variations the suite must pass -------------------------------
 
 

@@ -2,8 +2,8 @@
 
 Usage: python -m tests.redis_child REDIS_URL SCOPE RATE OUT
 Connects, prints "ready", reads "START END" (epoch seconds) from stdin, waits
-until START, acquires "Op" in a loop until END and writes the time.time() of
-each grant (JSON list) to OUT.
+until START, acquires "Op" in a loop until END and writes each granted send
+time, as time.time(), (JSON list) to OUT.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from async_hi.contract import Quota
 
 
 async def main(url: str, scope: str, rate: str, out: str) -> None:
-    config = RedisLimiterConfig(scope=scope, quotas={"Op": Quota(rate=float(rate), burst=1)})
+    # no headroom and no jitter margin: the test checks the shared grid itself
+    config = RedisLimiterConfig(
+        scope=scope, quotas={"Op": Quota(rate=float(rate), burst=1)}, headroom=0.0, jitter_factor=0.0
+    )
     grants: list[float] = []
     async with RedisLimiter(url, config) as limiter:
         await limiter.redis.ping()  # connected before the start line
@@ -28,8 +31,8 @@ async def main(url: str, scope: str, rate: str, out: str) -> None:
         start, end = (float(x) for x in (await anyio.to_thread.run_sync(sys.stdin.readline)).split())
         await anyio.sleep(max(0.0, start - time.time()))
         while time.time() < end:
-            await limiter.acquire("Op")
-            grants.append(time.time())
+            at = await limiter.acquire("Op")  # the send time it granted (this machine's monotonic clock)
+            grants.append(time.time() - time.monotonic() + at)
             limiter.release("Op")
     await anyio.Path(out).write_text(json.dumps(grants))
 

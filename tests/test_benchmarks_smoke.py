@@ -7,24 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.run import SCENARIOS
+import pytest
+
+from benchmarks._runner import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(module: str, *args: str) -> str:
     cmd = [sys.executable, "-m", module, *args]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=500, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
 
-def test_bench_emulator_smoke() -> None:
-    out = run("benchmarks.bench_emulator", "--updates", "40", "--concurrency", "8")
-    assert "updates/s" in out
-    assert "on (default)" in out
-
-
+@pytest.mark.timeout(520)  # about a minute on a quiet machine: ~20 client and emulator processes
 def test_every_scenario_runs_at_tiny_size(tmp_path: Path) -> None:
     out = run("benchmarks", "--tiny", "--json", str(tmp_path / "r.json"))
     data = json.loads((tmp_path / "r.json").read_text())
@@ -41,6 +38,10 @@ def test_every_scenario_runs_at_tiny_size(tmp_path: Path) -> None:
     for r in rows:
         for key in ("lost", "duplicated"):
             assert r["figures"].get(key, 0) == 0, r
+    # the time series behind the figures are kept for plots
+    quota = [r for r in rows if r["scenario"].startswith("quota") and not r["note"]]
+    assert quota
+    assert all(r["series"]["sends"] for r in quota)
     soak = [r for r in rows if r["scenario"] == "fault-soak"]
     assert soak
     assert all(r["ratio"] == 1.0 for r in soak)
@@ -48,10 +49,3 @@ def test_every_scenario_runs_at_tiny_size(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert "cores" in lines[0]
     assert sum(line.startswith("| ") for line in lines) == len(rows) + 1
-
-
-def test_bench_quota_cli_still_runs() -> None:
-    out = run("benchmarks.bench_quota", "-n", "3", "--rate", "20", "--only", "ours")
-    body = [line for line in out.splitlines() if line.startswith("| async-hi")]
-    assert len(body) == 2
-    assert all(line.rstrip().endswith("| 0 |") for line in body)  # no failed update

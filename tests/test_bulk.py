@@ -96,6 +96,7 @@ async def test_every_request_once_in_order_per_image_set(anyio_backend: str) -> 
     assert run.stats.calls == 120
     assert run.stats.applied == 120
     assert run.stats.pending == 0
+    assert 1 <= run._workers <= 3  # a pool of workers, not a task per image set
 
 
 async def test_async_iterable_input_and_keyed_items() -> None:
@@ -393,3 +394,80 @@ def test_bulk_public_names_and_redis_is_imported_only_when_asked_for() -> None:
     code = "import sys, async_hi; assert 'redis' not in sys.modules; async_hi.RedisLimiter; "
     code += "assert 'redis' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_apply_that_takes_a_version_hint_gets_the_version_of_our_last_write() -> None:
+    service = FakeService(seed=3)
+    hints: list[tuple[str, str | None, int]] = []
+
+    async def apply(update: MetadataUpdate, *, version_hint: str | None = None) -> Result:
+        iset = update.image_set_id
+        hints.append((iset, version_hint, service.versions[iset]))
+        return await service.apply(update)
+
+    # image set 0's requests come back after its queue emptied (the other image sets in between)
+    requests = [req(n, n % 3) for n in range(12)]
+    async with update_many(requests, apply=apply, concurrency=3, coalesce=False) as run:
+        outcomes = [o async for o in run]
+    assert all(o.status == "applied" for o in outcomes)
+    first: set[str] = set()
+    for iset, hint, current in hints:
+        if iset not in first:
+            first.add(iset)
+            assert hint is None  # nothing written yet: no hint
+        else:
+            assert hint == str(current)  # the version our previous write created
+    assert len(first) == 3
+
+
+async def test_consecutive_updates_of_one_image_set_need_one_read_in_all() -> None:
+    from async_hi import LimiterConfig, Quota
+    from async_hi.contract import OPERATIONS
+    from async_hi.emulator import Emulator
+
+    fast = LimiterConfig(quotas=dict.fromkeys(OPERATIONS, Quota(rate=1000.0, burst=1000)))
+    async with Emulator(lock_seconds=0, quotas=None) as emu:
+        seeded = emu.seed(3, series=1, instances=1)
+        d = seeded.datastore_id
+        requests = [
+            MetadataUpdate(
+                datastore_id=d, image_set_id=i, updatable={"Study": {"DICOM": {"StudyDescription": f"R{r}"}}}
+            )
+            for r in range(4)
+            for i in seeded.image_set_ids
+        ]
+        async with (
+            emu.client(limiter_config=fast) as hi,
+            update_many(requests, apply=hi.update_image_set_metadata, concurrency=3, coalesce=False) as run,
+        ):
+            assert all([o.status == "applied" async for o in run])
+        reads = [r for r in emu.requests if r.operation == "GetImageSet"]
+        writes = [r for r in emu.requests if r.operation == "UpdateImageSetMetadata"]
+        assert len(writes) == 12
+        assert len(reads) == 3  # the first update of each image set; the rest go at the known version
+        for i in seeded.image_set_ids:  # the emulator's history: four versions, the last one last
+            versions = emu.history(d, i)
+            assert len(versions) == 5
+            assert versions[-1]["metadata"]["Study"]["DICOM"]["StudyDescription"] == "R3"
+
+
+async def test_version_hints_stop_when_they_keep_being_refused() -> None:
+    hinted: list[str | None] = []
+
+    @dataclass
+    class Refused:
+        latest_version_id: str
+        conflicts: int
+
+    versions: dict[str, int] = defaultdict(lambda: 1)
+
+    async def apply(update: MetadataUpdate, *, version_hint: str | None = None) -> Refused:
+        hinted.append(version_hint)
+        versions[update.image_set_id] += 1
+        # e.g. the image set is still LOCKED applying the last write: a hinted write is refused first
+        return Refused(str(versions[update.image_set_id]), conflicts=1 if version_hint else 0)
+
+    async with update_many([req(n, 0) for n in range(10)], apply=apply, coalesce=False) as run:
+        assert all([o.status == "applied" async for o in run])
+    # the first has nothing to hint; then three refused hints; then it reads first again
+    assert [h is not None for h in hinted] == [False, True, True, True] + [False] * 6

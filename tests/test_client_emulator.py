@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from async_hi import (
@@ -354,3 +355,22 @@ async def test_a_value_that_does_not_fit_its_vr_needs_force(emulator: Emulator) 
         r = await hi.update_image_set_metadata(forced, wait=True)
     assert r.workflow_status == "UPDATED"
     assert emulator.history(d, i)[-1]["metadata"]["Study"]["DICOM"]["StudyDate"] == "2024-05-01"
+
+
+async def test_writes_to_one_image_set_take_turns_in_order_and_a_cancelled_one_gives_its_turn_on() -> None:
+    async with Emulator(lock_seconds=0, quotas=None) as emu:
+        seeded = emu.seed(1, series=1, instances=1)
+        d, i = seeded.datastore_id, seeded.image_set_ids[0]
+        async with client(emu) as hi, anyio.create_task_group() as tg:
+            for n in range(6):
+                if n == 3:  # this one is cancelled while it waits for its turn
+                    with anyio.CancelScope() as scope:
+                        scope.cancel()
+                        await hi.update_image_set_metadata(study_update(d, i, "W3"))
+                    continue
+                tg.start_soon(hi.update_image_set_metadata, study_update(d, i, f"W{n}"))
+                await anyio.lowlevel.checkpoint()  # queued in this order
+        refused = [r for r in emu.requests if r.operation == UPD and r.status != 200]
+    assert refused == []  # never two writes racing for one version
+    assert applied_descriptions(emu, d, i) == ["W0", "W1", "W2", "W4", "W5"]
+    assert hi._writing == {}  # nothing left behind

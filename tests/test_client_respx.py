@@ -80,7 +80,7 @@ def update() -> Any:
     return UpdateBuilder(D, ISET).study(StudyDescription="X").build()
 
 
-async def test_retry_after_is_honoured_and_the_update_rate_cut_alone() -> None:
+async def test_retry_after_is_honoured_and_a_lone_429_does_not_cut_the_rate() -> None:
     sent: list[float] = []
     answers = [error(429, "ThrottlingException", **{"Retry-After": "0.3"}), accepted("2")]
 
@@ -99,7 +99,7 @@ async def test_retry_after_is_honoured_and_the_update_rate_cut_alone() -> None:
     assert r.attempts == 2
     assert sent[1] - sent[0] >= 0.29
     assert stats["UpdateImageSetMetadata"].throttles == 1
-    assert stats["UpdateImageSetMetadata"].rate < 200.0
+    assert stats["UpdateImageSetMetadata"].rate == 200.0  # one 429 is not sustained throttling
     assert stats["GetImageSet"].rate == 200.0
 
 

@@ -289,3 +289,27 @@ async def test_pytest_plugin_runs_the_checks_as_tests(tmp_path: Path) -> None:
     assert "Signature=****" in text
     assert "HealthImaging conformance" in text
     assert "image set: reverted" in text
+
+
+async def test_pytest_plugin_against_an_unreachable_endpoint_exits_4_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **_env(),
+        "AWS_ACCESS_KEY_ID": "AKIAFAKE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_REGION": "us-east-1",
+    }
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", "no:async_hi_conformance", "-p", "conformance._plugin",
+        "-p", "no:cacheprovider", "-o", "addopts=", "-q", "--hi-endpoint", f"http://127.0.0.1:{port}",
+        "--hi-datastore-id", "a" * 32, "--hi-image-set-id", "b" * 32,
+    ]  # fmt: skip
+    with anyio.fail_after(60):
+        done = await anyio.run_process(cmd, cwd=tmp_path, env=env, check=False)
+    text = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 4, text
+    assert text.count("UNREACHABLE: cannot reach") == 1

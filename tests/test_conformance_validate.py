@@ -166,6 +166,10 @@ def test_metadata_must_be_gzip_with_its_header() -> None:
     assert rules(validate_response(op, metadata_ok(zipped=False, encoding=None))) == {"SR10"}
     assert rules(validate_response(op, metadata_ok(zipped=False))) == {"SR10"}
     assert rules(validate_response(op, metadata_ok(doc=[1]))) == {"SR10"}
+    foreign = metadata_ok(doc={"SchemaVersion": "1.1", "DatastoreID": DS, "ImageSetID": "c" * 32})
+    assert rules(validate_response(op, foreign)) == {"SR02"}
+    created = WireResponse(status=201, headers=JSON, body=json.dumps(UPDATE_OK).encode())
+    assert rules(validate_response(update_req(), created)) == {"SR01"}
     text = WireResponse(status=200, headers={"x-amzn-RequestId": "r", "Content-Encoding": "gzip"}, body=b"")
     assert rules(validate_response(op, text)) == {"SR01", "SR10"}
 

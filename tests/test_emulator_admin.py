@@ -51,6 +51,14 @@ async def test_seed_inspect_and_fail_an_apply_over_http(emulator: Emulator) -> N
 
         stats = (await http.get(f"{base}/stats")).json()
         assert stats["requests"]["UpdateImageSetMetadata 200"] == 1
+        log = (await http.get(f"{base}/requests")).json()
+        ops = [(op, status, isid) for _, op, status, _, isid, _ in log["requests"]]
+        assert ops == [("UpdateImageSetMetadata", 200, ids[0]), ("GetImageSet", 200, ids[0])]
+        assert log["requests"][0][0] <= log["requests"][1][0]  # arrival times, in order
+        later = (await http.get(f"{base}/requests", params={"since": log["next"] - 1})).json()
+        assert [row[1] for row in later["requests"]] == ["GetImageSet"]
+        assert later["next"] == log["next"]
+        assert (await http.get(f"{base}/requests", params={"since": "x"})).status_code == 400
 
         assert (await http.get(f"{base}/datastores/{'0' * 32}/imageSets")).status_code == 404
         assert (await http.post(f"{base}/datastores/{d}/imageSets", json={"count": 0})).status_code == 400

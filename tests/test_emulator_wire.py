@@ -179,6 +179,7 @@ async def test_write_while_locked_conflicts(
 ) -> None:  # OC04
     emulator.reconfigure(lock_seconds=2.0)  # the window must outlast a slow (loaded) machine
     d, i = one
+    raw.emu.reconfigure(lock_seconds=5.0)  # the window outlasts three requests on a loaded machine
     assert (
         await raw.send(raw.url(d, i, "updateImageSetMetadata", "latestVersion=1"), STUDY_UPDATE)
     ).is_success

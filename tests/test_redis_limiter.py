@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -30,8 +31,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A private redis-server on a free loopback port; CI must have it (fail, never skip, there)."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -40,7 +41,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 "redis-server is not installed (.ci/run installs it); the shared-limiter tests need it"
             )
         pytest.skip("redis-server is not installed")
-    directory = tmp_path_factory.mktemp("redis")
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(directory), "--daemonize", "no", "--loglevel", "warning"]
@@ -59,12 +59,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 pytest.fail(f"redis-server did not come up on port {port}: {err}")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
 
 
 def config(rate: float = 20.0, burst: int = 1, **kw: object) -> RedisLimiterConfig:
@@ -76,27 +82,41 @@ def config(rate: float = 20.0, burst: int = 1, **kw: object) -> RedisLimiterConf
 
 
 @pytest.mark.anyio
-async def test_grants_are_spaced_by_the_rate_and_start_empty(redis_url: str) -> None:
+async def test_send_times_are_spaced_by_the_rate_and_the_first_goes_at_once(redis_url: str) -> None:
     async with RedisLimiter(redis_url, config(rate=20.0)) as limiter:
         await limiter.redis.ping()  # connected: time only the limiter
         start = time.monotonic()
         grants = []
         for _ in range(6):
-            await limiter.acquire("Op")
-            grants.append(time.monotonic() - start)
+            at = await limiter.acquire("Op")
+            now = time.monotonic()
+            assert at <= now + 0.002  # returns at the send time, on this process's clock
+            assert at == pytest.approx(now, abs=0.02)
+            grants.append(now - start)
             limiter.release("Op")
-    assert grants[0] >= 0.045  # empty at start: the first waits one interval
+    assert grants[0] < 0.03  # a new key is full: the first request goes at once
     gaps = [b - a for a, b in itertools.pairwise(grants)]
     assert min(gaps) >= 0.045
-    assert grants[-1] - grants[0] == pytest.approx(5 * 0.05, abs=0.03)
+    assert grants[-1] - grants[0] == pytest.approx(5 / (20 * 0.98), abs=0.03)  # 2 % headroom
+
+
+@pytest.mark.anyio
+async def test_start_empty_makes_a_new_key_wait_one_interval(redis_url: str) -> None:
+    async with RedisLimiter(redis_url, config(rate=10.0, start_empty=True, headroom=0.0)) as limiter:
+        await limiter.redis.ping()
+        t0 = time.monotonic()
+        await limiter.acquire("Op")
+        limiter.release("Op")
+        assert 0.09 <= time.monotonic() - t0 < 0.2
 
 
 @pytest.mark.anyio
 async def test_burst_after_idle_and_operations_and_scopes_are_independent(redis_url: str) -> None:
     cfg = config(rate=10.0, burst=3)
     async with RedisLimiter(redis_url, cfg) as a:
-        await a.acquire("Op")  # creates the key (waits one interval)
-        a.release("Op")
+        for _ in range(3):  # creates the key, spends the burst
+            await a.acquire("Op")
+            a.release("Op")
         await anyio.sleep(0.35)  # refills the burst of 3
         t0 = time.monotonic()
         for _ in range(3):
@@ -104,33 +124,52 @@ async def test_burst_after_idle_and_operations_and_scopes_are_independent(redis_
             a.release("Op")
         assert time.monotonic() - t0 < 0.05
         t0 = time.monotonic()
-        await a.acquire("Other")  # its own (empty) bucket, untouched by Op
-        a.release("Other")
-        assert 0.08 <= time.monotonic() - t0 < 0.2
+        for _ in range(3):
+            await a.acquire("Other")  # its own (full) bucket, untouched by Op
+            a.release("Other")
+        assert time.monotonic() - t0 < 0.05
         assert a.key("Op") == f"async-hi:{cfg.scope}:Op"
         assert await a.redis.exists(a.key("Op"), a.key("Other")) == 2
 
 
 @pytest.mark.anyio
-async def test_a_throttle_cuts_the_shared_rate_and_pauses_every_process(redis_url: str) -> None:
-    cfg = config(rate=20.0, recovery_interval=0.5, recovery_requests=0)
+async def test_a_lone_429_does_not_cut_the_shared_rate_but_retry_after_pauses_all(redis_url: str) -> None:
+    cfg = config(rate=20.0)
     async with RedisLimiter(redis_url, cfg) as a, RedisLimiter(redis_url, cfg) as b:
         await a.acquire("Op")
         a.release("Op")
-        await a.on_throttle("Op", 0.3)
-        assert a.current_rate("Op") == pytest.approx(14.0)
-        await a.on_throttle("Op", None)  # a second 429 within one interval: no second cut
-        assert a.current_rate("Op") == pytest.approx(14.0)
-        t0 = time.monotonic()
-        await b.acquire("Op")  # the other "process" honours the pause and sees the cut
+        await a.on_throttle("Op", None)  # e.g. two processes' sends jittered together
+        await b.acquire("Op")
         b.release("Op")
+        assert b.current_rate("Op") == pytest.approx(19.6)  # untouched
+        await b.on_throttle("Op", 0.3)  # lone, with Retry-After: a pause, not a cut
+        t0 = time.monotonic()
+        await a.acquire("Op")  # the other "process" honours the pause
+        a.release("Op")
         assert time.monotonic() - t0 >= 0.29
-        assert b.current_rate("Op") == pytest.approx(14.0)
-        await b.on_success("Op")  # too soon to recover
-        assert b.current_rate("Op") == pytest.approx(14.0)
-        await anyio.sleep(0.25)
-        await b.on_success("Op")
-        assert b.current_rate("Op") == pytest.approx(15.0)  # + 5 % of the ceiling
+        assert a.current_rate("Op") == pytest.approx(19.6)
+
+
+@pytest.mark.anyio
+async def test_sustained_429s_cut_the_shared_rate_and_it_comes_back(redis_url: str) -> None:
+    cfg = config(rate=20.0, hold_requests=5, recovery_requests=10.0)
+    async with RedisLimiter(redis_url, cfg) as a, RedisLimiter(redis_url, cfg) as b:
+        for _ in range(6):  # a proven rate: more than hold_requests clean answers
+            await a.acquire("Op")
+            a.release("Op")
+            await a.on_success("Op")
+        await a.on_throttle("Op", None)
+        await a.on_throttle("Op", None)  # sustained
+        assert a.current_rate("Op") == pytest.approx(19.6 * 0.7)
+        await a.on_throttle("Op", None)  # a volley from before the cut: no second cut
+        assert 19.6 * 0.7 <= a.current_rate("Op") < 19.6 * 0.85  # (already on its way back)
+        await b.acquire("Op")  # the other process sees the shared cut
+        b.release("Op")
+        assert b.current_rate("Op") < 19.6 * 0.85
+        await anyio.sleep(10 / 19.6 + 0.05)  # transient: back within 10 intervals at the old rate
+        await b.acquire("Op")
+        b.release("Op")
+        assert b.current_rate("Op") == pytest.approx(19.6)
 
 
 @pytest.mark.anyio
@@ -152,7 +191,7 @@ async def test_unreachable_redis_fails_closed_by_default() -> None:
     async with RedisLimiter(url, config()) as limiter:
         with pytest.raises(RedisUnavailableError, match="cannot be enforced, so no request is sent"):
             await limiter.acquire("Op")
-        assert limiter._slot("Op").value == 16  # the slot was given back
+        assert limiter._op("Op").slot.value == 16  # the slot was given back
 
 
 @pytest.mark.anyio
@@ -171,7 +210,7 @@ async def test_lost_adjustments_are_logged_once_per_outage(caplog: pytest.LogCap
 
 
 @pytest.mark.anyio
-async def test_unreachable_redis_falls_back_to_a_local_slice_when_asked(
+async def test_unreachable_redis_falls_back_to_a_local_slice_that_keeps_its_share(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [100.0]
@@ -182,21 +221,60 @@ async def test_unreachable_redis_falls_back_to_a_local_slice_when_asked(
         now[0] += seconds
 
     url = f"redis://127.0.0.1:{free_port()}/0"
-    cfg = config(rate=8.0, on_unavailable="local", fallback_share=4, retry_redis_after=1000)
+    cfg = config(rate=8.0, on_unavailable="local", fallback_share=4, retry_redis_after=1000, headroom=0.0)
     caplog.set_level(logging.WARNING, logger="async_hi.redis_limiter")
     async with RedisLimiter(url, cfg, now=lambda: now[0], sleep=sleep) as limiter:
         for _ in range(4):
             await limiter.acquire("Op")
             limiter.release("Op")
-        assert sleeps == pytest.approx([0.5, 0.5, 0.5, 0.5])  # 8 tps / 4 = 2 tps, starting empty
-        await limiter.on_throttle("Op", 2.0)
+        assert sleeps == pytest.approx([0.5, 0.5, 0.5])  # 8 tps / 4 = 2 tps, the first at once
+        assert limiter.current_rate("Op") == pytest.approx(2.0)
+        await limiter.on_throttle("Op", 2.0)  # a lone 429: honours Retry-After, keeps the rate
+        t0 = now[0]
         await limiter.acquire("Op")
         limiter.release("Op")
-        assert sleeps[-1] >= 2.0 + 0.5 / 0.7 - 1e-9  # Retry-After, then the cut interval
+        assert now[0] - t0 >= 2.0 - 1e-9
+        assert limiter.current_rate("Op") == pytest.approx(2.0)
+        await limiter.on_throttle("Op", None)  # sustained: cut
+        assert limiter.current_rate("Op") == pytest.approx(1.4)
+        await sleep(200.0)  # and it recovers (held, then probed back to the slice)
+        assert limiter.current_rate("Op") == pytest.approx(2.0)
         assert "RedisLimiter" in repr(limiter)
         assert "local fallback" in repr(limiter)
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not per request
+
+
+@pytest.mark.anyio
+async def test_when_redis_stops_each_process_keeps_to_its_own_slots_of_the_grid(tmp_path: Path) -> None:
+    cfg = config(rate=20.0, on_unavailable="local", fallback_share=2, retry_redis_after=1000)
+    interval = 1 / (20.0 * 0.98)
+    with redis_server(tmp_path) as (url, server):
+        async with RedisLimiter(url, cfg) as a, RedisLimiter(url, cfg) as b:
+            for _ in range(4):  # replies (the clock offset: the shortest round trip's) and member numbers
+                for limiter in (a, b):
+                    await limiter.acquire("Op")
+                    limiter.release("Op")
+            server.terminate()
+            server.wait(timeout=10)
+            sends: dict[str, list[float]] = {"a": [], "b": []}
+
+            async def run(name: str, limiter: RedisLimiter) -> None:
+                for _ in range(6):
+                    sends[name].append(await limiter.acquire("Op"))
+                    limiter.release("Op")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, "a", a)
+                tg.start_soon(run, "b", b)
+            assert "local fallback" in repr(a)
+    for name in ("a", "b"):  # each process at half the shared rate, on the grid (late wake-ups aside)
+        grants = sends[name][1:]
+        assert (grants[-1] - grants[0]) / (len(grants) - 1) == pytest.approx(2 * interval, rel=0.03)
+    # the two slices interleave: a's slots sit between b's, a shared interval apart (the first
+    # local grants are the slots themselves; later ones may be pushed by late wake-ups)
+    phase = (sends["a"][0] - sends["b"][0]) % (2 * interval)
+    assert phase == pytest.approx(interval, abs=0.002)
 
 
 def test_config_is_validated() -> None:
@@ -208,6 +286,10 @@ def test_config_is_validated() -> None:
         RedisLimiterConfig(scope="s", fallback_share=0)
     with pytest.raises(ValueError, match=r"cut must be within \(0, 1\)"):
         RedisLimiterConfig(scope="s", cut=1.0)
+    with pytest.raises(ValueError, match=r"headroom must be within \[0, 0.5\)"):
+        RedisLimiterConfig(scope="s", headroom=0.5)
+    with pytest.raises(ValueError, match="hold_requests must be >= 1"):
+        RedisLimiterConfig(scope="s", hold_requests=0)
 
 
 @pytest.mark.slow

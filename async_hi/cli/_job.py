@@ -291,7 +291,7 @@ class _Job:
                 summary.reconciled_not_landed = len(verdicts) - summary.reconciled_landed
             bulk = self.bulk = update_many(
                 self.entries(stop_on_error),
-                apply=lambda u: client.update_image_set_metadata(u, wait=wait),
+                apply=functools.partial(client.update_image_set_metadata, wait=wait),
                 concurrency=concurrency,
                 coalesce=coalesce,
                 journal=journal,

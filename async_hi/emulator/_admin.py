@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import math
 import random
@@ -257,6 +258,22 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"requests": dict(per), "faults": state.faults.counts})
 
 
+async def request_log(request: web.Request) -> web.Response:
+    """The AWS requests seen, in arrival order, from index ``since``: ``[at, operation, status,
+    error code, image set id, fault]`` each (``at``: the emulator's ``time.monotonic()``, which on one
+    machine is every process's clock). Ids and codes only: no attribute values."""
+    state = request.app[STATE_KEY]
+    try:
+        since = max(0, int(request.query.get("since", "0")))
+    except ValueError:
+        return _err(400, "since must be an integer")
+    rows = [
+        [r.at, r.operation, r.status, r.error_code, r.image_set_id, r.fault]
+        for r in itertools.islice(state.requests, since, None)
+    ]
+    return web.json_response({"requests": rows, "next": since + len(rows)})
+
+
 async def reset(request: web.Request) -> web.Response:
     """Back to the start: the baseline's image sets, an empty call log, the starting configuration."""
     request.app[STATE_KEY].reset()
@@ -297,6 +314,8 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/history", get_history)
     r.add_post(f"{PREFIX}/datastores/{{d}}/imageSets/{{i}}/failNextApply", fail_next_apply)
     r.add_get(f"{PREFIX}/stats", stats)
+    r.add_get(f"{PREFIX}/requests", request_log)
+
     r.add_post(f"{PREFIX}/reset", reset)
     r.add_post(f"{PREFIX}/settle", settle)
     r.add_get(f"{PREFIX}/calls", calls)

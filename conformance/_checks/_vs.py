@@ -185,7 +185,7 @@ def _judge_own(ctx: Context, rule: str, exchanges: list[Exchange]) -> None:
 @check(
     "VS06",
     MUST,
-    "version=N on GetImageSet and GetImageSetMetadata answers version N (its id, its content)",
+    "version=N on GetImageSet and GetImageSetMetadata answers version N; without it, the latest",
     phase=Phase.REVIEW,
 )
 async def vs06(ctx: Context) -> None:
@@ -209,6 +209,19 @@ async def vs06(ctx: Context) -> None:
             ctx.fail(
                 f"GetImageSetMetadata version={made} does not carry what the update to version {made} set"
             )
+    # and without version=: the latest
+    if digest(await ctx.metadata()) != digest(await ctx.metadata(current.version)):
+        ctx.fail(f"GetImageSetMetadata without version= is not version {current.version}, the current one")
+    newest = await ctx.send(_list_probe(ctx, 1, None))
+    body = newest.json_or_none()
+    items = body.get("imageSetPropertiesList") if isinstance(body, dict) else None
+    top = (
+        items[0].get("versionId")
+        if isinstance(items, list) and items and isinstance(items[0], dict)
+        else None
+    )
+    if isinstance(top, str) and top != current.version:
+        ctx.fail(f"GetImageSet without version= says {current.version}, the newest listed is {top}", newest)
     if len(versions) == 1:
         ctx.note("one version only: version=N could only be asked for the current one")
 

@@ -1,22 +1,26 @@
-"""The one entry point: every scenario against the emulator on loopback, one table, and JSON.
+"""The one entry point, ``python -m benchmarks``: every scenario against the emulator on loopback,
+one table, and JSON.
 
     python -m benchmarks                 # --quick: every scenario, small (under 2 minutes)
-    python -m benchmarks --full          # the figures in the README (several minutes)
+    python -m benchmarks --full          # the figures in the README (about half an hour)
     python -m benchmarks --only quota --only isolation
     python -m benchmarks --full --json results.json
 
 Each scenario runs its contestants side by side in the same run, each against
-a fresh emulator in its own process. The table puts each row's headline ratio
-first (against the scenario's baseline), then the promised target and whether
-it was met, then the absolute figures. Progress goes to stderr; the table to
-stdout. The exit status is 1 when any target is missed.
+a fresh emulator in its own process, most of them in a fresh client process
+too (``benchmarks/_child.py``); "before" rows run our client as it was at
+``_common.BEFORE``. The table puts each row's headline ratio first (against
+the scenario's baseline), then the promised target and whether it was met,
+then the absolute figures. The JSON also keeps each row's time series
+(``series``: the requests the emulator saw, the limiter's rate over time).
+Progress goes to stderr; the table to stdout. The exit status is 1 when any
+target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -24,12 +28,16 @@ from types import ModuleType
 from benchmarks._common import Mode, Row, machine, machine_line, progress, table, to_json
 
 SCENARIOS = [
+    "emulator",
     "overhead",
     "quota",
+    "stray_429",
+    "burst_1",
+    "shared_quota",
+    "calls_per_update",
     "isolation",
     "contention",
     "scale",
-    "shared_quota",
     "fault_soak",
     "testing_reset",
 ]
@@ -83,7 +91,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(to_json(rows, mode=mode, seconds=seconds))
     return 1 if missed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,21 +1,17 @@
-"""Peak memory of a bulk run against manifest length: it must stay flat (O(concurrency)).
+"""The scale scenario's memory child: one bulk run over a manifest, reporting its own peak RSS.
 
-Each size runs in a fresh child process: write a JSON Lines manifest of N
-requests over 1,000 image sets, stream it through ``read_manifest`` and
-``update_many`` (coalescing on, and a journal unless ``--no-journal``) with an
-``apply`` that answers at once, and report the child's peak RSS.
+    python -m benchmarks._memory_child MANIFEST JOURNAL|-
 
-    python -m benchmarks.bench_bulk_memory [--sizes 10000 100000 1000000] [--no-journal]
+Streams the JSON Lines manifest through ``read_manifest`` and ``update_many``
+(coalescing on, a journal unless ``-``) with an ``apply`` that answers at
+once, then prints one JSON line: requests, calls, seconds, peak RSS (MiB).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,31 +88,7 @@ async def child(manifest: str, journal_path: str | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--no-journal", action="store_true")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        anyio.run(child, args.child[0], None if args.child[1] == "-" else args.child[1])
-        return
-    print("| requests | calls | seconds | peak RSS (MiB) |\n|---|---|---|---|")
-    for n in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            manifest = Path(tmp) / "m.jsonl"
-            write_manifest(manifest, n)
-            journal = "-" if args.no_journal else str(Path(tmp) / "journal.jsonl")
-            out = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_bulk_memory", "--child", str(manifest), journal],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            r = json.loads(out)
-            print(
-                f"| {r['requests']:,} | {r['calls']:,} | {r['seconds']:.1f} | {r['peak_rss_mib']:.1f} |",
-                flush=True,
-            )
+    anyio.run(child, sys.argv[1], None if sys.argv[2] == "-" else sys.argv[2])
 
 
 if __name__ == "__main__":

@@ -1,31 +1,27 @@
 """How many signed updates per second the emulator serves (quotas and faults off).
 
-The emulator runs in its own process (as `async-hi emulator`), the load comes
-from this process: raw aiohttp requests signed with botocore's SigV4, each
-update on a distinct image set, `--concurrency` in flight. Two rows, same run:
-SigV4 verification on (the default) and off, so later client benchmarks can
-show the emulator is not their bottleneck.
-
-    python -m benchmarks.bench_emulator [--updates 3000] [--concurrency 64] [--quick]
+The emulator runs in its own process; the load comes from this process: raw
+aiohttp requests signed with botocore's SigV4, each update on a distinct image
+set, ``concurrency`` in flight. Two rows, same run: SigV4 verification on (the
+default) and off; the ratio is against "on". The client scenarios stay well
+below these rates, so they measure the clients, not the emulator.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from async_hi.emulator import EmulatorProcess
 from async_hi.rawhttp import sign_headers
+from benchmarks._common import Mode, Row, emulator, pick, progress, run_async
+
+NAME = "emulator"
+TITLE = "The emulator's own ceiling: signed updates per second"
 
 BODY = json.dumps(
     {
@@ -91,36 +87,27 @@ def run_one(count: int, concurrency: int, sigv4: bool) -> dict[str, Any]:
     ]
     if not sigv4:
         args.append("--no-sigv4")
-    with EmulatorProcess(args) as emu:
-        elapsed, ok, failed = asyncio.run(load(emu.info, concurrency))
-    return {"sigv4": sigv4, "updates": ok, "failed": failed, "seconds": elapsed, "per_second": ok / elapsed}
+    with emulator(*args) as emu:
+        elapsed, ok, failed = run_async(load(emu.info, concurrency))
+    return {"updates": ok, "failed": failed, "seconds": elapsed, "per_second": ok / elapsed}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--updates", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="200 updates (smoke run)")
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    args = parser.parse_args(argv)
-    count = 200 if args.quick else args.updates
-    rows = [run_one(count, args.concurrency, True), run_one(count, args.concurrency, False)]
-    base = rows[0]["per_second"]
-    print(f"emulator throughput, {count} updates on distinct image sets, concurrency {args.concurrency}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"{'SigV4 verification':<20} {'ratio':>6} {'updates/s':>10} {'seconds':>8} {'failed':>7}")
-    for row in rows:
-        label = "on (default)" if row["sigv4"] else "off"
-        print(
-            f"{label:<20} {row['per_second'] / base:>6.2f} {row['per_second']:>10.0f} "
-            f"{row['seconds']:>8.2f} {row['failed']:>7}"
+def run(mode: Mode) -> list[Row]:
+    count = pick(mode, 40, 400, 3000)
+    concurrency = pick(mode, 8, 64, 64)
+    rows = []
+    base: float | None = None
+    for sigv4 in (True, False):
+        r = run_one(count, concurrency, sigv4)
+        base = base or r["per_second"]
+        progress(f"  {NAME}: SigV4 {'on' if sigv4 else 'off'}: {r['per_second']:.0f} updates/s")
+        rows.append(
+            Row(
+                scenario=NAME,
+                client=f"raw aiohttp, SigV4 verification {'on (default)' if sigv4 else 'off'}",
+                ratio=r["per_second"] / base,
+                ratio_of="updates/s / SigV4 on",
+                figures={**r, "concurrency": concurrency},
+            )
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-    return 1 if any(r["failed"] for r in rows) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return rows
