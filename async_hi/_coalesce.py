@@ -32,6 +32,11 @@ Refused (None), because equivalence would depend on things a merge cannot see:
 - an instance-level attribute removed by the first and set by the second
   (removing also drops the element's entry in ``DICOMVRs``, which a set
   cannot restore);
+- a removal naming a value (a conditional removal) of an attribute an earlier
+  request of the call touches: the service removes only when the value given
+  is the one there (E4 of healthimaging-semantics.md), which in sequence is the
+  earlier request's and merged the stored one; a removal without a value
+  (``""``, filled in by the client when it writes) merges as before;
 - a merged document over the 30,000-byte blob limit.
 
 One difference remains by design: when the *first* request would be refused by
@@ -126,6 +131,12 @@ def _record(ops: _Ops, wholes: set[_Place], update: MetadataUpdate) -> None:
             continue
         for key, value in _dicom(node).items():
             slot = ops.setdefault(place, {})
+            if key in slot and value != "":
+                # a removal names the value it removes (E4 of healthimaging-semantics.md): in
+                # sequence it meets the value an earlier request of the call left, merged it would
+                # meet the stored one. Only a removal without a value ("": the client fills in
+                # the stored one when it writes) means the same either way.
+                raise _Refuse
             slot.pop(key, None)
             slot[key] = ("remove", value)
 
